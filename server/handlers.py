@@ -1,0 +1,167 @@
+"""HTTP handlers: JSON in, JSON out, errors as {"error": message}."""
+
+import asyncio
+
+import orjson
+import tornado.log
+import tornado.web
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from server.models import NAME_MAX_LENGTH, MyTable
+from server.state import ServiceState
+
+PAGE_LIMIT_DEFAULT = 50
+PAGE_LIMIT_MAX = 1000
+ID_MAX = 2**31 - 1  # my_table.id is an INTEGER on PostgreSQL
+RETRY_AFTER_SECONDS = "2"
+READY_PING_TIMEOUT = 2.0
+DATABASE_DOWN = (DBAPIError, PoolTimeoutError, OSError, asyncio.TimeoutError)
+
+my_table = MyTable.__table__
+SELECT_PAGE = select(my_table).order_by(my_table.c.id)
+SELECT_REVISION = text("SELECT version_num FROM alembic_version")
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error answered as {"error": message}, with headers that survive send_error's clear()."""
+
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(status_code, "%s", message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    def initialize(self, state: ServiceState, **_):
+        self.state = state
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json")
+
+    def prepare(self) -> None:
+        self.state.in_flight += 1  # shutdown waits for this to reach zero
+        self._counted = True
+
+    def on_finish(self) -> None:
+        if getattr(self, "_counted", False):
+            self.state.in_flight -= 1
+
+    def write_json(self, body: object, status: int = 200) -> None:
+        self.set_status(status)
+        # SQLite hands back naive datetimes; CURRENT_TIMESTAMP is UTC, so say so.
+        self.finish(orjson.dumps(body, option=orjson.OPT_NAIVE_UTC))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            message = exc.message
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, DATABASE_DOWN):
+            # The database went away under a request: say so and when to retry, rather than a bare 500.
+            self.set_status(503)
+            self.set_header("Retry-After", RETRY_AFTER_SECONDS)
+            message = "database unavailable"
+        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args
+        else:
+            message = self._reason.lower()
+        self.finish(orjson.dumps({"error": message}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, ApiError) and value.status_code < 500:
+            return  # the access log has it already; a client's mistake is not ours to log twice
+        if isinstance(value, DATABASE_DOWN) and not isinstance(value, tornado.web.HTTPError):
+            tornado.log.app_log.warning(
+                "%s %s: database unavailable: %s", self.request.method, self.request.path, typ.__name__
+            )
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class DataHandler(JsonHandler):
+    """A handler over the table: it answers 503 until the schema is at head."""
+
+    def initialize(self, state: ServiceState, session_factory: async_sessionmaker):
+        super().initialize(state)
+        self.session_factory = session_factory
+
+    def prepare(self) -> None:
+        super().prepare()
+        if not self.state.ready:
+            raise ApiError(503, f"not ready: {self.state.phase}", {"Retry-After": RETRY_AFTER_SECONDS})
+
+
+class RowsHandler(DataHandler):
+    async def get(self) -> None:
+        limit = self.int_argument("limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX)
+        after = self.int_argument("after", 0, 0, ID_MAX)
+        statement = SELECT_PAGE.where(my_table.c.id > after).limit(limit)
+        async with self.session_factory() as session:
+            items = [dict(row) for row in (await session.execute(statement)).mappings()]
+        self.write_json({"items": items, "next": items[-1]["id"] if items else None})
+
+    async def post(self) -> None:
+        name = parse_name(self.request.body)
+        async with self.session_factory() as session, session.begin():
+            row = (await session.execute(insert(my_table).values(name=name).returning(my_table))).mappings().one()
+        self.write_json(dict(row), status=201)
+
+    def int_argument(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self.get_query_argument(name, None, strip=False)
+        if raw is None:
+            return default
+        # ASCII digits only: int() would also take "+5", " 5", "5_0" and other scripts' digits.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 10 and low <= int(raw) <= high):
+            raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+        return int(raw)
+
+
+def parse_name(body: bytes) -> str:
+    """The name from a POST body, or a 400 saying what is wrong with it."""
+    try:
+        # orjson rejects invalid UTF-8, lone surrogates and nesting past 1024 levels with a JSONDecodeError.
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, 'body must be JSON: {"name": "..."}') from None
+    if not isinstance(data, dict) or set(data) != {"name"}:
+        raise ApiError(400, 'body must be a JSON object with exactly one field: {"name": "..."}')
+    name = data["name"]
+    if not isinstance(name, str):
+        raise ApiError(400, "name must be a string")
+    if not 1 <= len(name) <= NAME_MAX_LENGTH:
+        raise ApiError(400, f"name must be 1 to {NAME_MAX_LENGTH} characters")
+    if "\x00" in name:
+        raise ApiError(400, "name must not contain NUL")
+    return name
+
+
+class LiveHandler(JsonHandler):
+    def get(self) -> None:
+        self.write_json({"status": "live"})
+
+
+class ReadyHandler(JsonHandler):
+    def initialize(self, state: ServiceState, session_factory: async_sessionmaker):
+        super().initialize(state)
+        self.session_factory = session_factory
+
+    async def get(self) -> None:
+        if not self.state.ready:
+            self.write_json({"status": self.state.phase}, status=503)
+            return
+        try:
+            async with self.session_factory() as session:
+                revisions = (await asyncio.wait_for(session.scalars(SELECT_REVISION), READY_PING_TIMEOUT)).all()
+        except DATABASE_DOWN:
+            self.write_json({"status": "unavailable"}, status=503)
+            return
+        self.write_json({"status": "ready", "revision": revisions[0] if len(revisions) == 1 else revisions})
+
+
+class NotFoundHandler(JsonHandler):
+    def prepare(self) -> None:
+        raise ApiError(404, "not found")

@@ -1,0 +1,332 @@
+"""Fixtures: real SQLite files, fresh PostgreSQL databases, real server processes."""
+
+import asyncio
+import concurrent.futures
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+from server.app import make_app
+from server.db import make_engine, make_session_factory
+from server.migrator import Migrator
+from server.settings import ROOT, load_settings, normalize_database_url
+from server.state import ServiceState
+
+TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
+
+
+def in_thread(fn, *args):
+    """Run blocking or asyncio.run-ing code off the test's thread, as the server does.
+
+    asyncio.run on this thread would replace (and then unset) the event loop pytest-tornado's tests use.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def run_async(coroutine_function, *args):
+    return in_thread(lambda: asyncio.run(coroutine_function(*args)))
+
+
+@pytest.fixture
+def io_loop():
+    """pytest-tornado's io_loop calls the deprecated make_current: an IOLoop of our own instead."""
+    loop = IOLoop(make_current=False)
+    asyncio.set_event_loop(loop.asyncio_loop)
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close(all_fds=True)
+
+
+# --- databases -------------------------------------------------------------------------------------
+
+
+def _admin_dsn() -> str:
+    return TEST_POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's admin URL; skips (or, with REQUIRE_POSTGRES=1, fails) when unreachable."""
+
+    async def probe():
+        connection = await asyncpg.connect(_admin_dsn(), timeout=5)
+        await connection.close()
+
+    try:
+        run_async(probe)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        reason = f"PostgreSQL not reachable at {TEST_POSTGRES_URL} ({type(exc).__name__}: {exc})"
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"{reason}, and REQUIRE_POSTGRES=1", pytrace=False)
+        pytest.skip(reason)
+    return _admin_dsn()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty PostgreSQL database for this test alone, dropped afterwards."""
+    name = f"tm_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql):
+        connection = await asyncpg.connect(postgres_server, timeout=10)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    run_async(admin, f'CREATE DATABASE "{name}"')
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    run_async(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'db' / 'app.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request) -> str:
+    """Each test using it runs twice: on a fresh SQLite file and on a fresh PostgreSQL database."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+def make_settings(database_url: str, *flags: str):
+    return load_settings([f"--database-url={database_url}", "--db-wait=5", *flags], environ={})
+
+
+@pytest.fixture
+def migrated_url(database_url) -> str:
+    """database_url, brought to head through the server's own migrator."""
+    in_thread(Migrator(make_settings(database_url)).upgrade)
+    return database_url
+
+
+# --- the app in-process, for pytest-tornado's http_client -------------------------------------------
+
+
+@pytest.fixture
+def state() -> ServiceState:
+    return ServiceState("ready")
+
+
+@pytest.fixture
+def engine(io_loop, migrated_url):
+    """An engine bound to this test's loop (never shared across loops), disposed on it."""
+    engine = make_engine(normalize_database_url(migrated_url))
+    yield engine
+    io_loop.run_sync(engine.dispose)
+
+
+@pytest.fixture
+def app(engine, state):
+    return make_app(make_session_factory(engine), state)
+
+
+@pytest.fixture
+def http_server(io_loop, app, _unused_port):
+    """pytest-tornado's, but taking `app` as a parameter: it looks it up by name at run time, which
+    hides a parametrized database_url from collection."""
+    server = HTTPServer(app)
+    server.add_socket(_unused_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=10)
+
+
+# --- alembic configurations with extra revisions -----------------------------------------------------
+
+
+@pytest.fixture
+def extra_revisions(tmp_path):
+    """An alembic.ini whose history is ours plus revisions a test writes: returns (ini_path, add)."""
+    versions = tmp_path / "extra_versions"
+    versions.mkdir()
+    ini = tmp_path / "alembic.ini"
+    text = (ROOT / "alembic.ini").read_text()
+    text = text.replace(
+        "script_location = %(here)s/alembic",
+        f"script_location = {ROOT / 'alembic'}\nversion_locations = {ROOT / 'alembic' / 'versions'}"
+        f"{os.pathsep}{versions}",
+    ).replace("prepend_sys_path = %(here)s", f"prepend_sys_path = {ROOT}")
+    ini.write_text(text)
+
+    def add(revision: str, down_revision: str, upgrade: str, downgrade: str = "pass", imports: str = ""):
+        body = f'''\
+            """{revision} (test revision)"""
+            import time
+
+            import sqlalchemy as sa
+            from alembic import op
+            {imports}
+
+            revision = {revision!r}
+            down_revision = {down_revision!r}
+            branch_labels = None
+            depends_on = None
+
+
+            def upgrade():
+            {textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")}
+
+
+            def downgrade():
+            {textwrap.indent(textwrap.dedent(downgrade).strip(), "    ")}
+            '''
+        (versions / f"{revision}.py").write_text(textwrap.dedent(body))
+
+    return ini, add
+
+
+# --- real server processes ---------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """`python run.py` in a directory of its own, its log in a file."""
+
+    def __init__(self, cwd: Path, args, env):
+        self.cwd = cwd
+        self.log_path = cwd / f"server-{uuid.uuid4().hex[:6]}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the process writes to it until kill()
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), *args],
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.port = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_listening(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on http://[^:]+:(\d+)", self.log)
+            if match:
+                self.port = int(match.group(1))
+                return self.port
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode} before listening:\n{self.log}")
+            time.sleep(0.02)
+        raise AssertionError(f"server did not listen within {timeout} s:\n{self.log}")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port or self.wait_listening()}{path}"
+
+    def get(self, path: str, timeout: float = 5):
+        """(status, body bytes, headers) of a GET, 4xx/5xx included."""
+        return self.request("GET", path, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers=None, timeout: float = 5):
+        request = urllib.request.Request(self.url(path), data=body, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read(), response.headers
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.read(), error.headers
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        self.wait_listening(timeout)
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode} before ready:\n{self.log}")
+            try:
+                if self.get("/health/ready", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready within {timeout} s:\n{self.log}")
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"server did not exit within {timeout} s:\n{self.log}") from None
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
+
+def clean_environ(**overrides) -> dict:
+    """The test's environment minus anything that would change the server's settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "ADDRESS",
+            "PORT",
+            "DATABASE_URL",
+            "PROCESSES",
+            "MIGRATE",
+            "MIGRATION_LOCK_TIMEOUT",
+            "DB_WAIT",
+            "DDL_LOCK_TIMEOUT",
+            "ADMIN_TOKEN",
+            "ALEMBIC_CONFIG",
+        }
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(*flags, cwd=None, **environment) -> ServerProcess; every one is killed at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, cwd: Path | None = None, **environ) -> ServerProcess:
+        workdir = cwd or tmp_path
+        workdir.mkdir(parents=True, exist_ok=True)
+        server = ServerProcess(workdir, ["--port=0", *args], clean_environ(**environ))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+def run_alembic(*args: str, cwd: Path, timeout: float = 60, **environ) -> subprocess.CompletedProcess:
+    """`alembic ARGS` as a user runs it: a subprocess, with the repository's alembic.ini unless told."""
+    environ.setdefault("ALEMBIC_CONFIG", str(ROOT / "alembic.ini"))
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=cwd,
+        env=clean_environ(**environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
