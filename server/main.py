@@ -3,6 +3,7 @@
 import asyncio
 import concurrent.futures
 import logging
+import os
 import signal
 import threading
 import time
@@ -13,9 +14,10 @@ from alembic.util.exc import CommandError
 
 from server.app import make_app
 from server.db import make_engine, make_session_factory
-from server.migrator import Interrupted, MigrationError, Migrator, UnknownRevision
+from server.migrator import Interrupted, MigrationError, Migrator, UnknownRevision, describe
 from server.settings import Settings, SettingsError, load_settings
 from server.state import ServiceState
+from server.workers import run_workers
 
 log = logging.getLogger("server")
 
@@ -44,7 +46,10 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", settings.address, settings.port, exc.strerror or exc)
         return EXIT_FAILED
-    return asyncio.run(serve(settings, sockets))
+    if settings.processes == 1:
+        return asyncio.run(serve(settings, sockets))
+    # Every worker runs the same startup; the migration lock lets one migrate while the rest wait, live.
+    return run_workers(settings.processes or os.cpu_count() or 1, lambda _index: asyncio.run(serve(settings, sockets)))
 
 
 def configure_logging() -> None:
@@ -134,6 +139,10 @@ async def serve(settings: Settings, sockets) -> int:
         pass
     except MigrationError as exc:
         log.error("%s", exc)
+        exit_code = EXIT_FAILED
+    except Exception as exc:
+        log.debug("startup failed", exc_info=True)
+        log.error("startup failed: %s", describe(exc, settings))
         exit_code = EXIT_FAILED
     else:
         await stopping

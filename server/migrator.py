@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VERSION_TABLE = "alembic_version"
-LOCK_POLL_INTERVAL = 0.25
+LOCK_POLL_INTERVAL = 0.1  # pg_try_advisory_lock is cheap; waiters notice a release quickly
 LOCK_REPORT_INTERVAL = 5.0
 CONNECT_ATTEMPT_MAX = 10.0  # one attempt never outlives this, nor the time left of --db-wait
 RETRY_BACKOFF_MAX = 2.0
@@ -173,7 +173,13 @@ class Migrator:
             raise
         except Exception as exc:
             failed = pending[min(len(applied), len(pending) - 1)] if pending else Revision("?", "")
-            raise RevisionFailed(failed.id, f"revision {failed.id} failed: {describe(exc, self.settings)}") from exc
+            message = f"revision {failed.id} failed: {describe(exc, self.settings)}"
+            if _sqlstate(exc) == "55P03":
+                message += (
+                    f" (a table lock was not granted within --ddl-lock-timeout={self.settings.ddl_lock_timeout:g} s:"
+                    " a long transaction holds it; retry when it is done)"
+                )
+            raise RevisionFailed(failed.id, message) from exc
         finally:
             self.config.attributes.clear()
         return applied
@@ -261,8 +267,11 @@ async def connect(
 
 def _is_permanent(exc: BaseException) -> bool:
     """Errors no amount of waiting mends: a wrong password, a missing role."""
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return sqlstate in ("28P01", "28000")
+    return _sqlstate(exc) in ("28P01", "28000")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
 
 
 @contextlib.asynccontextmanager
@@ -283,7 +292,8 @@ _LOCK_HOLDER = text(
     "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
     " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
     " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    " AND l.classid::bigint = ((:key >> 32) & 4294967295) AND l.objid::bigint = (:key & 4294967295)"
+    " AND l.classid::bigint = ((CAST(:key AS bigint) >> 32) & 4294967295)"
+    " AND l.objid::bigint = (CAST(:key AS bigint) & 4294967295)"
 )
 
 
@@ -299,7 +309,10 @@ async def _advisory_lock(engine: AsyncEngine, settings: Settings, stop: threadin
             return await conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
 
         async def holder() -> str:
-            row = (await conn.execute(_LOCK_HOLDER, {"key": key})).first()
+            try:
+                row = (await conn.execute(_LOCK_HOLDER, {"key": key})).first()
+            except DBAPIError as exc:  # telling who holds it must never stop us waiting for it
+                return f"another migrator (could not tell who: {describe(exc, settings)})"
             if row is None:
                 return "another migrator (just released)"
             name = row.application_name or "no application name"
