@@ -1,20 +1,53 @@
 """The route table."""
 
+import logging
+
+import tornado.log
 import tornado.web
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from server.admin import MigrationsHandler, UpgradeHandler
 from server.handlers import LiveHandler, NotFoundHandler, ReadyHandler, RowsHandler
+from server.runner import MigrationRunner
 from server.state import ServiceState
 
 
-def make_app(session_factory: async_sessionmaker, state: ServiceState) -> tornado.web.Application:
+def make_app(
+    session_factory: async_sessionmaker,
+    state: ServiceState,
+    runner: MigrationRunner | None = None,
+    admin_token: str | None = None,
+) -> tornado.web.Application:
     data = dict(state=state, session_factory=session_factory)
+    admin = dict(state=state, runner=runner, admin_token=admin_token if runner else None)
     return tornado.web.Application(
         [
             (r"/", RowsHandler, data),
             (r"/health/live", LiveHandler, dict(state=state)),
             (r"/health/ready", ReadyHandler, data),
+            (r"/admin/migrations", MigrationsHandler, admin),
+            (r"/admin/migrations/upgrade", UpgradeHandler, admin),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=dict(state=state),
+        log_function=log_request,
     )
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access log, except that a 503 while not ready is expected, not an error."""
+    status = handler.get_status()
+    if status < 400:
+        level = logging.INFO
+    elif status < 500 or (status == 503 and handler.request.path.startswith("/health/")):
+        level = logging.WARNING
+    else:
+        level = logging.ERROR
+    if tornado.log.access_log.isEnabledFor(level):
+        tornado.log.access_log.log(
+            level,
+            "%d %s %.2fms",
+            status,
+            handler._request_summary(),
+            1000.0 * handler.request.request_time(),
+        )

@@ -1,11 +1,9 @@
 """The startup sequence and shutdown: listen, migrate in an executor, serve, drain, exit."""
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import signal
-import threading
 import time
 
 import tornado.httpserver
@@ -15,6 +13,7 @@ from alembic.util.exc import CommandError
 from server.app import make_app
 from server.db import make_engine, make_session_factory
 from server.migrator import Interrupted, MigrationError, Migrator, UnknownRevision, describe
+from server.runner import MigrationRunner
 from server.settings import Settings, SettingsError, load_settings
 from server.state import ServiceState
 from server.workers import run_workers
@@ -80,41 +79,33 @@ def check(settings: Settings) -> int:
 
 def migrate_only(settings: Settings) -> int:
     """--migrate=only: upgrade and exit, never listening."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        result = Migrator(settings).upgrade(stop)
-    except Interrupted as exc:
-        log.info("%s", exc)
-        return EXIT_OK
-    log_upgrade(result)
+
+    async def upgrade() -> None:
+        runner = MigrationRunner(Migrator(settings))
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, runner.stop.set)
+        try:
+            await runner.upgrade()
+        except Interrupted as exc:
+            log.info("%s", exc)
+        finally:
+            runner.close()
+
+    asyncio.run(upgrade())
     return EXIT_OK
-
-
-def log_upgrade(result) -> None:
-    if result.applied:
-        log.info(
-            "upgraded to %s: applied %s in %.2f s",
-            ", ".join(result.status.current),
-            ", ".join(r.id for r in result.applied),
-            result.seconds,
-        )
-    else:
-        log.info("database already at head (%s)", ", ".join(result.status.current))
 
 
 async def serve(settings: Settings, sockets) -> int:
     state = ServiceState("migrating" if settings.migrate == "auto" else "waiting")
-    engine = make_engine(settings.database_url)
-    # The migrator's own thread: revisions block, and one at a time is all a database takes anyway.
-    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator")
     try:
-        migrator = Migrator(settings, on_phase=state.set_phase)
+        runner = MigrationRunner(Migrator(settings, on_phase=state.set_phase))
     except CommandError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
-    server = tornado.httpserver.HTTPServer(make_app(make_session_factory(engine), state), max_body_size=MAX_BODY_SIZE)
+    engine = make_engine(settings.database_url)
+    app = make_app(make_session_factory(engine), state, runner, settings.admin_token)
+    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_SIZE)
     server.add_sockets(sockets)
     log.info("listening on http://%s:%d", settings.address, sockets[0].getsockname()[1])
 
@@ -122,21 +113,16 @@ async def serve(settings: Settings, sockets) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
-    stop_migrating = threading.Event()
-    startup = asyncio.create_task(bring_to_head(settings, migrator, state, executor, stop_migrating))
+    startup = asyncio.create_task(bring_to_head(settings, runner, state))
     stopping = asyncio.create_task(stop_requested.wait())
     await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
     exit_code = EXIT_OK
-    if not startup.done():
-        stop_migrating.set()  # the running revision finishes or rolls back, then we stop
-        await asyncio.wait({startup})
+    runner.stop.set()  # a revision running now finishes or rolls back, then we stop
     try:
-        startup.result()
+        await startup
     except Interrupted as exc:
         log.info("%s", exc)
-    except asyncio.CancelledError:
-        pass
     except MigrationError as exc:
         log.error("%s", exc)
         exit_code = EXIT_FAILED
@@ -151,34 +137,36 @@ async def serve(settings: Settings, sockets) -> int:
     await drain(state)
     await server.close_all_connections()
     await engine.dispose()
-    executor.shutdown(wait=True)
+    runner.close()
     return exit_code
 
 
-async def bring_to_head(settings, migrator, state, executor, stop) -> None:
+async def bring_to_head(settings: Settings, runner: MigrationRunner, state: ServiceState) -> None:
     """auto: upgrade in the executor; off: poll until someone else has. Then ready."""
-    loop = asyncio.get_running_loop()
     if settings.migrate == "auto":
-        log_upgrade(await loop.run_in_executor(executor, migrator.upgrade, stop))
+        await runner.upgrade()
     else:
-        await wait_for_head(migrator, state, executor, stop)
+        await wait_for_head(runner, state)
     state.set_phase("ready")
     log.info("ready")
 
 
-async def wait_for_head(migrator, state, executor, stop) -> None:
-    loop = asyncio.get_running_loop()
+async def wait_for_head(runner: MigrationRunner, state: ServiceState) -> None:
     reported = None
-    while not stop.is_set():
+    while not runner.stop.is_set():
         try:
-            status = await loop.run_in_executor(executor, migrator.status)
-        except (MigrationError, UnknownRevision) as exc:
-            state.set_phase("unavailable" if not isinstance(exc, UnknownRevision) else "waiting")
+            status = await runner.status()
+        except UnknownRevision as exc:
+            state.set_phase("waiting")
+            message = str(exc)
+        except MigrationError as exc:
+            state.set_phase("unavailable")
             message = str(exc)
         else:
             if status.at_head:
                 return
-            state.set_phase("waiting")
+            if state.phase != "failed":  # an admin-triggered upgrade failed: say so until one succeeds
+                state.set_phase("waiting")
             message = f"waiting for the database to reach head; pending: {', '.join(r.id for r in status.pending)}"
         if message != reported:
             log.warning("%s", message)

@@ -44,6 +44,8 @@ RETRY_BACKOFF_MAX = 2.0
 class MigrationError(Exception):
     """A failure the server reports in one line and exits 1 for."""
 
+    applied: tuple = ()  # revisions that did succeed before it
+
 
 class DatabaseUnavailable(MigrationError):
     pass
@@ -58,9 +60,10 @@ class UnknownRevision(MigrationError):
 
 
 class RevisionFailed(MigrationError):
-    def __init__(self, revision: str, message: str):
+    def __init__(self, revision: str, message: str, applied: tuple = ()):
         super().__init__(message)
         self.revision = revision
+        self.applied = applied
 
 
 class Interrupted(MigrationError):
@@ -164,7 +167,9 @@ class Migrator:
             mark = now
             if stop.is_set() and len(applied) < len(pending):
                 # Raised inside the revision's transaction: it rolls back, the earlier ones stay.
-                raise Interrupted(f"stopped on request before revision {pending[len(applied)].id}")
+                interrupted = Interrupted(f"stopped on request before revision {pending[len(applied) - 1].id}")
+                interrupted.applied = tuple(applied[:-1])
+                raise interrupted
 
         self.config.attributes.update(connection=connection, on_version_apply=on_version_apply)
         try:
@@ -179,7 +184,7 @@ class Migrator:
                     f" (a table lock was not granted within --ddl-lock-timeout={self.settings.ddl_lock_timeout:g} s:"
                     " a long transaction holds it; retry when it is done)"
                 )
-            raise RevisionFailed(failed.id, message) from exc
+            raise RevisionFailed(failed.id, message, tuple(applied)) from exc
         finally:
             self.config.attributes.clear()
         return applied

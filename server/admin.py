@@ -1,0 +1,69 @@
+"""/admin: migration status and an HTTP-triggered upgrade, behind a bearer token."""
+
+import hmac
+
+from server.handlers import RETRY_AFTER_SECONDS, ApiError, JsonHandler
+from server.migrator import DatabaseUnavailable, Interrupted, LockTimeout, MigrationError, UnknownRevision
+from server.runner import MigrationRunner
+from server.state import ServiceState
+
+
+class AdminHandler(JsonHandler):
+    def initialize(self, state: ServiceState, runner: MigrationRunner, admin_token: str | None):
+        super().initialize(state)
+        self.runner = runner
+        self.admin_token = admin_token
+
+    def prepare(self) -> None:
+        super().prepare()
+        if not self.admin_token:
+            raise ApiError(404, "not found")  # no token configured: as if there were no admin at all
+        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
+        # Constant time, so the token cannot be guessed a character at a time from response timings.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.admin_token.encode()):
+            raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+class MigrationsHandler(AdminHandler):
+    async def get(self) -> None:
+        try:
+            status = await self.runner.status()
+        except UnknownRevision as exc:
+            raise ApiError(409, str(exc)) from None
+        except MigrationError as exc:
+            raise ApiError(503, str(exc), {"Retry-After": RETRY_AFTER_SECONDS}) from None
+        self.write_json(
+            {
+                "current": list(status.current),
+                "heads": list(status.heads),
+                "pending": [{"id": r.id, "message": r.message} for r in status.pending],
+                "state": self.state.phase,
+                "running": self.runner.running,
+                "last_upgrade": self.runner.last_upgrade,
+            }
+        )
+
+
+class UpgradeHandler(AdminHandler):
+    async def post(self) -> None:
+        was_ready = self.state.ready
+        try:
+            result = await self.runner.upgrade()
+        except (LockTimeout, DatabaseUnavailable, Interrupted) as exc:
+            raise ApiError(503, str(exc), {"Retry-After": RETRY_AFTER_SECONDS}) from None
+        except UnknownRevision as exc:
+            raise ApiError(409, str(exc)) from None
+        except MigrationError as exc:
+            # The failed revision rolled back; a server that was serving goes on serving.
+            if not was_ready:
+                self.state.set_phase("failed")
+            raise ApiError(500, str(exc)) from None
+        if result.status.at_head:
+            self.state.set_phase("ready")
+        self.write_json(
+            {
+                "applied": [{"id": r.id, "message": r.message, "seconds": round(r.seconds, 3)} for r in result.applied],
+                "current": list(result.status.current),
+                "seconds": round(result.seconds, 3),
+            }
+        )

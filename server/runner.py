@@ -1,0 +1,66 @@
+"""The migrator run off the event loop: one job at a time on one thread, the last upgrade remembered.
+
+Startup and POST /admin/migrations/upgrade both come through here, so both take the same locked path.
+"""
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from server.migrator import MigrationError, Migrator, Status, UpgradeResult
+
+log = logging.getLogger("server")
+
+
+class MigrationRunner:
+    def __init__(self, migrator: Migrator):
+        self.migrator = migrator
+        # Revisions block, and one at a time is all a database takes anyway.
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator")
+        self.stop = threading.Event()  # set at shutdown: a running upgrade stops after its current revision
+        self.running = False
+        self.last_upgrade: dict | None = None  # what GET /admin/migrations reports
+
+    async def status(self) -> Status:
+        return await self._in_executor(self.migrator.status)
+
+    async def upgrade(self) -> UpgradeResult:
+        started_at, started = datetime.now(UTC), time.monotonic()
+        self.running = True
+        try:
+            result = await self._in_executor(self.migrator.upgrade, self.stop)
+        except MigrationError as exc:
+            self.last_upgrade = _record(started_at, time.monotonic() - started, exc.applied, error=str(exc))
+            raise
+        finally:
+            self.running = False
+        self.last_upgrade = _record(started_at, result.seconds, result.applied, error=None)
+        if result.applied:
+            log.info(
+                "upgraded to %s: applied %s in %.2f s",
+                ", ".join(result.status.current),
+                ", ".join(r.id for r in result.applied),
+                result.seconds,
+            )
+        else:
+            log.info("database already at head (%s)", ", ".join(result.status.current))
+        return result
+
+    async def _in_executor(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.executor.shutdown(wait=True)
+
+
+def _record(started_at: datetime, seconds: float, applied, error: str | None) -> dict:
+    return {
+        "started_at": started_at.isoformat(),
+        "seconds": round(seconds, 3),
+        "applied": [{"id": r.id, "message": r.message, "seconds": round(r.seconds, 3)} for r in applied],
+        "error": error,
+    }
