@@ -46,8 +46,10 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     if tornado.log.access_log.isEnabledFor(level):
         tornado.log.access_log.log(
             level,
-            "%d %s %.2fms",
+            "%d %s %s (%s) %.2fms",
             status,
-            handler._request_summary(),
+            handler.request.method,
+            handler.request.uri,
+            handler.request.remote_ip,
             1000.0 * handler.request.request_time(),
         )
