@@ -46,7 +46,6 @@ class MigrationsHandler(AdminHandler):
 
 class UpgradeHandler(AdminHandler):
     async def post(self) -> None:
-        was_ready = self.state.ready
         try:
             result = await self.runner.upgrade()
         except (LockTimeout, DatabaseUnavailable, Interrupted) as exc:
@@ -55,11 +54,7 @@ class UpgradeHandler(AdminHandler):
             raise ApiError(409, str(exc)) from None
         except MigrationError as exc:
             # The failed revision rolled back; a server that was serving goes on serving.
-            if not was_ready:
-                self.state.set_phase("failed")
             raise ApiError(500, str(exc)) from None
-        if result.status.at_head:
-            self.state.set_phase("ready")
         self.write_json(
             {
                 "applied": [{"id": r.id, "message": r.message, "seconds": round(r.seconds, 3)} for r in result.applied],

@@ -81,7 +81,7 @@ def migrate_only(settings: Settings) -> int:
     """--migrate=only: upgrade and exit, never listening."""
 
     async def upgrade() -> None:
-        runner = MigrationRunner(Migrator(settings))
+        runner = MigrationRunner(settings, ServiceState("migrating"))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, runner.stop.set)
@@ -99,7 +99,7 @@ def migrate_only(settings: Settings) -> int:
 async def serve(settings: Settings, sockets) -> int:
     state = ServiceState("migrating" if settings.migrate == "auto" else "waiting")
     try:
-        runner = MigrationRunner(Migrator(settings, on_phase=state.set_phase))
+        runner = MigrationRunner(settings, state)
     except CommandError as exc:
         log.error("%s", exc)
         return EXIT_FAILED

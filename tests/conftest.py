@@ -167,28 +167,32 @@ def extra_revisions(tmp_path):
     ini.write_text(text)
 
     def add(revision: str, down_revision: str, upgrade: str, downgrade: str = "pass", imports: str = ""):
-        body = f'''\
-            """{revision} (test revision)"""
-            import time
+        def block(code: str) -> str:
+            return textwrap.indent(textwrap.dedent(code).strip(), "    ")
 
-            import sqlalchemy as sa
-            from alembic import op
-            {imports}
-
-            revision = {revision!r}
-            down_revision = {down_revision!r}
-            branch_labels = None
-            depends_on = None
-
-
-            def upgrade():
-            {textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")}
-
-
-            def downgrade():
-            {textwrap.indent(textwrap.dedent(downgrade).strip(), "    ")}
-            '''
-        (versions / f"{revision}.py").write_text(textwrap.dedent(body))
+        source = [
+            f'"""{revision} (test revision)"""',
+            "import time",
+            "",
+            "import sqlalchemy as sa",
+            "from alembic import op",
+            imports,
+            "",
+            f"revision = {revision!r}",
+            f"down_revision = {down_revision!r}",
+            "branch_labels = None",
+            "depends_on = None",
+            "",
+            "",
+            "def upgrade():",
+            block(upgrade),
+            "",
+            "",
+            "def downgrade():",
+            block(downgrade),
+            "",
+        ]
+        (versions / f"{revision}.py").write_text("\n".join(source))
 
     return ini, add
 

@@ -1,0 +1,220 @@
+"""/admin/migrations: status and the HTTP-triggered upgrade, behind the bearer token."""
+
+import asyncio
+import logging
+import threading
+
+import orjson
+import pytest
+from conftest import in_thread, make_settings, run_async
+from sqlalchemy import text
+
+from server.app import make_app
+from server.db import make_engine, make_session_factory
+from server.migrator import Migrator, make_migration_engine, migration_lock
+from server.runner import MigrationRunner
+from server.settings import normalize_database_url
+from server.state import ServiceState
+
+TOKEN = "t0ken-for-tests-only"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def admin_token():
+    return TOKEN
+
+
+@pytest.fixture
+def alembic_flags(request):
+    """Tests that use failing_revision get a runner whose history ends in it."""
+    if "failing_revision" in request.fixturenames:
+        return (f"--alembic-config={request.getfixturevalue('failing_revision')}",)
+    return ()
+
+
+@pytest.fixture
+def runner(database_url, alembic_flags, state):
+    runner = MigrationRunner(make_settings(database_url, "--migration-lock-timeout=1", *alembic_flags), state)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture
+def state():
+    return ServiceState("waiting")  # as under --migrate=off with the database behind
+
+
+def test_waiting_for_the_lock_is_reported_as_migrating(database_url, state, runner):
+    phases = []
+    runner.migrator.on_phase = lambda phase: (phases.append(phase), runner._on_phase(phase))
+    in_thread(runner.migrator.upgrade)
+    assert phases == ["migrating"]
+
+
+@pytest.fixture
+def app(io_loop, database_url, state, runner, admin_token):
+    engine = make_engine(normalize_database_url(database_url))
+    yield make_app(make_session_factory(engine), state, runner, admin_token)
+    io_loop.run_sync(engine.dispose)
+
+
+async def call(http_client, base_url, method, path, headers=AUTH):
+    response = await http_client.fetch(
+        base_url + path, method=method, headers=headers, body=b"" if method == "POST" else None, raise_error=False
+    )
+    assert response.headers["Content-Type"] == "application/json"
+    return response.code, orjson.loads(response.body), response.headers
+
+
+@pytest.mark.parametrize("admin_token", [None])
+@pytest.mark.gen_test
+async def test_without_a_configured_token_admin_answers_404(http_client, base_url):
+    for method, path in (("GET", "/admin/migrations"), ("POST", "/admin/migrations/upgrade")):
+        code, body, _ = await call(http_client, base_url, method, path)
+        assert (code, body) == (404, {"error": "not found"})
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": "Bearer "},
+    ],
+    ids=["none", "wrong", "basic", "no-scheme", "prefix", "longer", "empty"],
+)
+@pytest.mark.gen_test
+async def test_missing_or_wrong_token_is_401(http_client, base_url, headers, runner):
+    for method, path in (("GET", "/admin/migrations"), ("POST", "/admin/migrations/upgrade")):
+        code, body, response_headers = await call(http_client, base_url, method, path, headers)
+        assert code == 401 and "token" in body["error"]
+        assert response_headers["WWW-Authenticate"] == "Bearer"
+    assert runner.last_upgrade is None  # nothing ran
+
+
+@pytest.mark.gen_test
+async def test_status_then_upgrade_then_status(http_client, base_url, state):
+    code, body, _ = await call(http_client, base_url, "GET", "/admin/migrations")
+    assert code == 200
+    assert body["current"] == [] and body["heads"] == ["0002"]
+    assert [p["id"] for p in body["pending"]] == ["0001", "0002"]
+    assert body["pending"][0]["message"] == "create my_table"
+    assert (body["state"], body["running"], body["last_upgrade"]) == ("waiting", False, None)
+
+    code, body, _ = await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
+    assert code == 200
+    assert [a["id"] for a in body["applied"]] == ["0001", "0002"] and body["current"] == ["0002"]
+    assert state.phase == "ready"
+
+    code, body, _ = await call(http_client, base_url, "GET", "/admin/migrations")
+    assert (code, body["current"], body["pending"], body["state"]) == (200, ["0002"], [], "ready")
+    assert [a["id"] for a in body["last_upgrade"]["applied"]] == ["0001", "0002"]
+    assert body["last_upgrade"]["error"] is None and body["last_upgrade"]["seconds"] >= 0
+
+    code, body, _ = await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
+    assert (code, body["applied"], body["current"]) == (200, [], ["0002"])
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_upgrade_while_another_migrator_holds_the_lock_is_503(http_client, base_url, database_url, state):
+    held, release = threading.Event(), threading.Event()
+
+    async def hold_lock():
+        settings = make_settings(database_url)
+        engine = make_migration_engine(settings.database_url, label="test holder")
+        try:
+            async with migration_lock(engine, settings, threading.Event()):
+                held.set()
+                while not release.is_set():
+                    await asyncio.sleep(0.05)
+        finally:
+            await engine.dispose()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
+    holder.start()
+    try:
+        assert await asyncio.get_running_loop().run_in_executor(None, held.wait, 10)
+        code, body, headers = await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
+        assert code == 503 and "lock" in body["error"] and "Retry-After" in headers
+        assert state.phase == "waiting"  # back to what it was: nothing changed
+    finally:
+        release.set()
+        holder.join(10)
+    code, body, _ = await call(http_client, base_url, "GET", "/admin/migrations")
+    assert "lock" in body["last_upgrade"]["error"] and body["current"] == []
+
+
+@pytest.fixture
+def failing_revision(extra_revisions):
+    ini, add = extra_revisions
+    add(
+        "0003",
+        "0002",
+        'op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))\n'
+        'raise RuntimeError("boom in 0003")',
+    )
+    return ini
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_failing_revision_is_500_and_the_server_keeps_serving(
+    http_client, base_url, failing_revision, runner, state
+):
+    code, body, _ = await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
+    assert code == 500 and "0003" in body["error"] and "boom in 0003" in body["error"]
+    assert state.phase == "failed"
+    live = await http_client.fetch(base_url + "/health/live")
+    assert live.code == 200
+    ready = await http_client.fetch(base_url + "/health/ready", raise_error=False)
+    assert (ready.code, orjson.loads(ready.body)["status"]) == (503, "failed")
+    code, body, _ = await call(http_client, base_url, "GET", "/admin/migrations")
+    assert body["current"] == ["0002"] and [p["id"] for p in body["pending"]] == ["0003"]
+    assert [a["id"] for a in body["last_upgrade"]["applied"]] == ["0001", "0002"]
+    assert "0003" in body["last_upgrade"]["error"]
+
+
+@pytest.fixture
+def ready_at_0002(database_url, state):
+    in_thread(Migrator(make_settings(database_url)).upgrade)  # our head, without the failing extra
+    state.set_phase("ready")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_failing_revision_leaves_a_serving_server_serving(
+    http_client, base_url, failing_revision, ready_at_0002, state
+):
+    code, body, _ = await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
+    assert code == 500 and "0003" in body["error"]
+    assert state.phase == "ready"
+    rows = await http_client.fetch(base_url + "/")
+    assert rows.code == 200 and orjson.loads(rows.body) == {"items": [], "next": None}
+
+
+@pytest.mark.gen_test
+async def test_unknown_revision_in_the_database_is_409(http_client, base_url, database_url):
+    in_thread(Migrator(make_settings(database_url)).upgrade)
+    settings = make_settings(database_url)
+    engine = make_migration_engine(settings.database_url, label="test")
+
+    async def corrupt():
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = 'zzzz'"))
+        await engine.dispose()
+
+    run_async(corrupt)
+    for method, path in (("GET", "/admin/migrations"), ("POST", "/admin/migrations/upgrade")):
+        code, body, _ = await call(http_client, base_url, method, path)
+        assert code == 409 and "zzzz" in body["error"]
+
+
+@pytest.mark.gen_test
+async def test_the_token_never_reaches_the_log(http_client, base_url, caplog):
+    caplog.set_level(logging.DEBUG)
+    await call(http_client, base_url, "GET", "/admin/migrations", {"Authorization": "Bearer wrong-guess"})
+    await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
+    assert caplog.records and TOKEN not in caplog.text and "wrong-guess" not in caplog.text
