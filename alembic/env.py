@@ -4,7 +4,8 @@ from logging.config import fileConfig
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from server.migrator import VERSION_TABLE, make_migration_engine, run_locked
+from alembic.util import CommandError
+from server.migrator import VERSION_TABLE, MigrationError, make_migration_engine, run_locked
 from server.models import Base
 from server.settings import load_settings
 
@@ -70,7 +71,11 @@ def run_migrations_online() -> None:
 
     connection = config.attributes.get("connection")
     if connection is None:
-        asyncio.run(run_async_migrations())
+        try:
+            asyncio.run(run_async_migrations())
+        except MigrationError as exc:
+            # Deviation: a lock timeout or an unreachable database is one line, as Alembic reports its own.
+            raise CommandError(str(exc)) from None
     else:
         # Deviation: the embedded migrator hands over a connection on which it holds the lock.
         do_run_migrations(connection)
