@@ -1,10 +1,10 @@
 import asyncio
 from logging.config import fileConfig
 
-from sqlalchemy.engine import Connection
-
 from alembic import context
 from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+
 from server.migrator import VERSION_TABLE, MigrationError, make_migration_engine, run_locked
 from server.models import Base
 from server.settings import load_settings

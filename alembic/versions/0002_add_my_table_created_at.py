@@ -9,7 +9,6 @@ Create Date: 2026-11-21 00:00:01
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 # revision identifiers, used by Alembic.
