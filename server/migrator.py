@@ -22,7 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -156,28 +156,39 @@ class Migrator:
         pending = self._read_status_sync(connection).pending
         connection.commit()  # env.py must get a connection outside a transaction to commit per revision
         applied: list[AppliedRevision] = []
+        committing: AppliedRevision | None = None  # ran, and its transaction is about to commit
         mark = time.monotonic()
 
-        def on_version_apply(*, step, **_):
-            nonlocal mark
+        def on_version_apply(*, step, **_) -> None:
+            nonlocal committing, mark
             now = time.monotonic()
-            done = AppliedRevision(step.up_revision_id, step.up_revision.doc or "", now - mark)
-            applied.append(done)
-            log.info("applied revision %s (%s) in %.3f s", done.id, done.message, done.seconds)
+            committing = AppliedRevision(step.up_revision_id, step.up_revision.doc or "", now - mark)
             mark = now
+
+        def settle() -> None:
+            nonlocal committing
+            if committing is not None:
+                applied.append(committing)
+                log.info("applied revision %s (%s) in %.3f s", committing.id, committing.message, committing.seconds)
+                committing = None
+
+        def before_next_revision(_connection) -> None:
+            # Each revision begins a transaction once the one before has committed: the place to stop
+            # between revisions, so none is cut short or thrown away.
+            settle()
             if stop.is_set() and len(applied) < len(pending):
-                # Raised inside the revision's transaction: it rolls back, the earlier ones stay.
-                interrupted = Interrupted(f"stopped on request before revision {pending[len(applied) - 1].id}")
-                interrupted.applied = tuple(applied[:-1])
-                raise interrupted
+                raise Interrupted(f"stopped on request before revision {pending[len(applied)].id}")
 
         self.config.attributes.update(connection=connection, on_version_apply=on_version_apply)
+        event.listen(connection, "begin", before_next_revision)
         try:
             command.upgrade(self.config, "heads")
-        except Interrupted:
+            settle()
+        except Interrupted as exc:
+            exc.applied = tuple(applied)
             raise
         except Exception as exc:
-            failed = pending[min(len(applied), len(pending) - 1)] if pending else Revision("?", "")
+            failed = pending[len(applied)] if len(applied) < len(pending) else Revision("?", "")
             message = f"revision {failed.id} failed: {describe(exc, self.settings)}"
             if _sqlstate(exc) == "55P03":
                 message += (
@@ -186,6 +197,7 @@ class Migrator:
                 )
             raise RevisionFailed(failed.id, message, tuple(applied)) from exc
         finally:
+            event.remove(connection, "begin", before_next_revision)
             self.config.attributes.clear()
         return applied
 

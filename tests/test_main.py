@@ -1,0 +1,472 @@
+"""The server process itself: startup, migrate modes, failures, readiness and shutdown, as `python run.py`."""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import json
+import signal
+import sqlite3
+import threading
+import time
+
+import asyncpg
+import pytest
+from conftest import in_thread, make_settings, run_alembic, run_async
+from sqlalchemy.engine import make_url
+
+from server.migrator import Migrator
+
+AWKWARD_NAMES = [
+    "Zoë Ünïcødé 🚀 中文 العربية",
+    'O\'Brien "the quote" `tick` \\ back\\slash',
+    "'; DROP TABLE my_table; --",
+    "x" * 50,
+    "€" * 49 + "🐍",
+    "  leading and trailing  ",
+    "tab\there, new\nline",
+    "%s %(name)s {0} ? :name $1",
+]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def sqlite_path(url: str) -> str:
+    return make_url(url).database
+
+
+def query(url: str, statement: str, *params) -> list[tuple]:
+    """Rows of one SQL statement run directly on the database (committed), bypassing the server."""
+    if is_sqlite(url):
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as connection:
+            rows = connection.execute(statement, params).fetchall()
+            connection.commit()
+            return [tuple(row) for row in rows]
+
+    async def run():
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            return [tuple(row) for row in await connection.fetch(statement, *params)]
+        finally:
+            await connection.close()
+
+    return run_async(run)
+
+
+def table_exists(url: str, table: str) -> bool:
+    if is_sqlite(url):
+        return bool(query(url, "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", table))
+    return query(url, "SELECT to_regclass($1) IS NOT NULL", table)[0][0]
+
+
+def versions(url: str) -> list[str]:
+    return sorted(row[0] for row in query(url, "SELECT version_num FROM alembic_version"))
+
+
+def upgrade_in_process(url: str) -> None:
+    in_thread(Migrator(make_settings(url)).upgrade)
+
+
+def error_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if " ERROR " in line]
+
+
+def assert_one_clear_error(server, *words: str) -> str:
+    """Exactly one ERROR line, naming each of words, and no traceback anywhere."""
+    errors = error_lines(server.log)
+    assert len(errors) == 1, server.log
+    for word in words:
+        assert word in errors[0], server.log
+    assert "Traceback" not in server.log, server.log
+    return errors[0]
+
+
+def json_of(response) -> object:
+    status, body, headers = response
+    assert headers.get("Content-Type", "").startswith("application/json"), (status, body, dict(headers))
+    return json.loads(body)
+
+
+def post_row(server, name: str) -> dict:
+    response = server.request("POST", "/", json.dumps({"name": name}).encode(), {"Content-Type": "application/json"})
+    assert response[0] == 201, response
+    return json_of(response)
+
+
+def assert_serves_rows(server) -> None:
+    row = post_row(server, "first row")
+    response = server.get("/")
+    assert response[0] == 200, response
+    page = json_of(response)
+    assert page["items"] == [row]
+    assert page["next"] == row["id"]
+    assert row["name"] == "first row" and row["created_at"]
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{message} (waited {timeout} s)")
+
+
+def wait_exit_within(server, seconds: float) -> int:
+    started = time.monotonic()
+    code = server.wait_exit(seconds)
+    assert time.monotonic() - started < seconds
+    return code
+
+
+class HeldConnection:
+    """An asyncpg connection on its own loop thread, kept open across the test's steps."""
+
+    def __init__(self, dsn: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.connection = None
+        try:
+            self.connection = self.call(asyncpg.connect(dsn, timeout=10))
+        except BaseException:
+            self.close()
+            raise
+
+    def call(self, coroutine, timeout: float = 10):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        try:
+            if self.connection is not None:
+                self.call(self.connection.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+# --- 1. zero configuration -------------------------------------------------------------------------
+
+
+def test_runs_with_no_configuration_in_an_empty_directory_and_stops_cleanly_on_sigterm_and_sigint(
+    start_server, tmp_path
+):
+    by_signal = {signal.SIGTERM: tmp_path / "term", signal.SIGINT: tmp_path / "int"}
+    servers = {signum: start_server(cwd=cwd) for signum, cwd in by_signal.items()}
+    for signum, server in servers.items():
+        server.wait_ready()
+        assert (by_signal[signum] / "var" / "app.db").is_file()
+        assert json_of(server.get("/health/ready")) == {"status": "ready", "revision": "0002"}
+        assert_serves_rows(server)
+    for signum, server in servers.items():
+        server.process.send_signal(signum)
+    for signum, server in servers.items():
+        assert wait_exit_within(server, 15) == 0, (signum, server.log)
+        assert "shutting down" in server.log
+        assert error_lines(server.log) == [] and "Traceback" not in server.log, server.log
+
+
+# --- 2. shutdown drains in-flight requests -----------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_sigterm_lets_an_in_flight_request_finish(start_server, postgres_url):
+    server = start_server(DATABASE_URL=postgres_url)
+    server.wait_ready()
+    row = post_row(server, "in flight")
+    holder = HeldConnection(postgres_url)
+    transaction = holder.connection.transaction()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    released = False
+    try:
+        holder.call(transaction.start())
+        holder.call(holder.connection.execute("LOCK TABLE my_table IN ACCESS EXCLUSIVE MODE"))
+        pending_get = pool.submit(server.get, "/", 30)
+        blocked = "SELECT count(*) FROM pg_locks WHERE relation = 'my_table'::regclass AND NOT granted"
+        wait_for(lambda: holder.call(holder.connection.fetchval(blocked)) > 0, 10, "GET / never blocked on the lock")
+
+        server.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "shutting down" in server.log, 10, "server did not start shutting down")
+        time.sleep(0.5)
+        assert server.process.poll() is None, f"exited with a request in flight:\n{server.log}"
+        assert not pending_get.done()
+
+        holder.call(transaction.rollback())
+        released = True
+        response = pending_get.result(15)
+        assert response[0] == 200, response
+        assert json_of(response) == {"items": [row], "next": row["id"]}
+        assert wait_exit_within(server, 15) == 0, server.log
+    finally:
+        if not released:
+            with contextlib.suppress(Exception):
+                holder.call(transaction.rollback())
+        holder.close()
+        pool.shutdown(wait=True)
+
+
+# --- 3. live while migrating ------------------------------------------------------------------------
+
+
+def test_live_answers_quickly_and_data_waits_while_a_slow_revision_runs(start_server, extra_revisions, database_url):
+    ini, add = extra_revisions
+    add("0003", "0002", "time.sleep(4)")
+    server = start_server(DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    server.wait_listening()
+    started = time.monotonic()
+    live_latencies, data_responses = [], []
+    ready = None
+    while time.monotonic() - started < 30:
+        before = time.monotonic()
+        live = server.get("/health/live", timeout=2)
+        live_latencies.append(time.monotonic() - before)
+        assert live[0] == 200, live
+        # The data request first: when the readiness after it still says migrating, it was made while migrating.
+        data = server.get("/")
+        response = server.get("/health/ready")
+        if response[0] == 200:
+            ready = json_of(response)
+            break
+        assert response[0] == 503 and json_of(response) == {"status": "migrating"}, response
+        data_responses.append(data)
+        time.sleep(0.05)
+    migrating_for = time.monotonic() - started
+
+    assert ready == {"status": "ready", "revision": "0003"}, server.log
+    assert migrating_for > 3.5, f"ready after {migrating_for:.2f} s: the slow revision did not run?\n{server.log}"
+    assert len(live_latencies) >= 20
+    assert max(live_latencies) < 0.1, sorted(live_latencies)[-5:]
+    assert data_responses
+    for status, body, headers in data_responses:
+        assert status == 503, (status, body)
+        assert headers.get("Retry-After"), dict(headers)
+        assert "error" in json.loads(body)
+    assert "applied revision 0003" in server.log
+    assert server.stop() == 0, server.log
+
+
+# --- 4. a failing revision --------------------------------------------------------------------------
+
+
+def test_a_failing_revision_exits_1_with_one_line_and_leaves_the_last_good_revision(
+    start_server, extra_revisions, database_url
+):
+    ini, add = extra_revisions
+    # One line: conftest's add() mis-indents a body of several lines.
+    add(
+        "0003",
+        "0002",
+        'op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True)); raise RuntimeError("boom")',
+    )
+    server = start_server(DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini), DB_WAIT=5)
+    assert wait_exit_within(server, 30) == 1, server.log
+    assert_one_clear_error(server, "0003", "boom")
+    assert versions(database_url) == ["0002"]
+    assert not table_exists(database_url, "half_done")
+    assert table_exists(database_url, "my_table")
+
+
+# --- 5. data survives the upgrade -------------------------------------------------------------------
+
+
+def test_rows_written_at_the_first_revision_survive_the_automatic_upgrade(start_server, tmp_path, database_url):
+    done = run_alembic("upgrade", "0001", cwd=tmp_path, DATABASE_URL=database_url)
+    assert done.returncode == 0, done.stderr
+    assert versions(database_url) == ["0001"]
+    expected = []
+    for name in AWKWARD_NAMES:
+        if is_sqlite(database_url):
+            with contextlib.closing(sqlite3.connect(sqlite_path(database_url))) as connection:
+                row_id = connection.execute("INSERT INTO my_table (name) VALUES (?)", (name,)).lastrowid
+                connection.commit()
+        else:
+            row_id = query(database_url, "INSERT INTO my_table (name) VALUES ($1) RETURNING id", name)[0][0]
+        expected.append((row_id, name))
+
+    server = start_server(DATABASE_URL=database_url)
+    server.wait_ready()
+    assert "applied revision 0002" in server.log
+    assert "applied revision 0001" not in server.log
+    items = json_of(server.get("/?limit=1000"))["items"]
+    assert [(item["id"], item["name"]) for item in items] == expected
+    for item in items:
+        assert set(item) == {"id", "name", "created_at"}
+        assert datetime.datetime.fromisoformat(item["created_at"]).tzinfo is not None, item
+    new = post_row(server, "after the upgrade")
+    assert new["id"] > max(row_id for row_id, _ in expected)
+    assert server.stop() == 0, server.log
+
+
+# --- 6. modes -------------------------------------------------------------------------------------
+
+
+def test_check_on_a_fresh_database_exits_3_and_creates_nothing(start_server, tmp_path, database_url):
+    empty = tmp_path / "empty"
+    servers = [start_server("--migrate=check", DATABASE_URL=database_url, cwd=empty)]
+    if is_sqlite(database_url):
+        servers.append(start_server(cwd=tmp_path / "default", MIGRATE="check"))  # the default var/app.db
+    for server in servers:
+        assert wait_exit_within(server, 20) == 3, server.log
+        assert "listening" not in server.log
+        assert "pending: 0001 (create my_table), 0002 (add my_table.created_at)" in server.log
+        assert error_lines(server.log) == [], server.log
+        assert [path.name for path in server.cwd.iterdir()] == [server.log_path.name]
+    if is_sqlite(database_url):
+        assert not (tmp_path / "db").exists()  # the fixture's path: tmp_path/db/app.db
+    else:
+        assert not table_exists(database_url, "alembic_version")
+
+
+def test_check_at_head_exits_0(start_server, database_url):
+    upgrade_in_process(database_url)
+    server = start_server("--migrate=check", DATABASE_URL=database_url)
+    assert wait_exit_within(server, 20) == 0, server.log
+    assert "database is at head (0002)" in server.log
+    assert "listening" not in server.log
+
+
+def test_only_upgrades_and_exits_0_without_listening(start_server, database_url):
+    server = start_server(DATABASE_URL=database_url, MIGRATE="only")
+    assert wait_exit_within(server, 30) == 0, server.log
+    assert "listening" not in server.log
+    assert "upgraded to 0002" in server.log
+    assert versions(database_url) == ["0002"]
+    assert query(database_url, "SELECT count(*) FROM my_table") == [(0,)]
+
+
+def test_a_revision_this_build_does_not_know_exits_1_in_check_and_auto(start_server, tmp_path, database_url):
+    upgrade_in_process(database_url)
+    query(database_url, "INSERT INTO alembic_version (version_num) VALUES ('zzzz')")
+    check = start_server("--migrate=check", DATABASE_URL=database_url, DB_WAIT=2, cwd=tmp_path / "check")
+    auto = start_server("--migrate=auto", DATABASE_URL=database_url, DB_WAIT=2, cwd=tmp_path / "auto")
+    for server in (check, auto):
+        assert wait_exit_within(server, 20) == 1, server.log
+        assert_one_clear_error(server, "zzzz", "does not know")
+    assert versions(database_url) == ["0002", "zzzz"]
+
+
+@pytest.mark.postgres
+def test_off_waits_for_a_manual_upgrade_then_becomes_ready_by_itself(start_server, tmp_path, postgres_url):
+    server = start_server("--migrate=off", DATABASE_URL=postgres_url, DB_WAIT=2)
+    server.wait_listening()
+    wait_for(lambda: server.get("/health/ready")[0] == 503, 5, "never answered 503")
+    time.sleep(1.5)  # longer than one poll: it must not migrate on its own
+    response = server.get("/health/ready")
+    assert response[0] == 503 and json_of(response) == {"status": "waiting"}, response
+    status, body, headers = server.get("/")
+    assert status == 503 and headers.get("Retry-After"), (status, body)
+    assert not table_exists(postgres_url, "my_table")
+
+    done = run_alembic("upgrade", "head", cwd=tmp_path, DATABASE_URL=postgres_url)
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: server.get("/health/ready")[0] == 200, 5, f"not ready after the manual upgrade:\n{server.log}")
+    assert json_of(server.get("/health/ready")) == {"status": "ready", "revision": "0002"}
+    assert_serves_rows(server)
+    assert "applied revision" not in server.log and "Running upgrade" not in server.log
+    assert server.stop() == 0, server.log
+
+
+# --- 7. unreachable database ------------------------------------------------------------------------
+
+
+def test_an_unreachable_database_exits_1_naming_host_and_port_but_never_the_password(start_server, tmp_path):
+    url = "postgresql://user:s3cretpw@127.0.0.1:1/x"
+    servers = [
+        start_server(*flags, DATABASE_URL=url, DB_WAIT=1, cwd=tmp_path / name)
+        for name, flags in (("auto", ()), ("check", ("--migrate=check",)), ("only", ("--migrate=only",)))
+    ]
+    for server in servers:
+        assert wait_exit_within(server, 20) == 1, server.log
+        assert_one_clear_error(server, "127.0.0.1:1")
+        assert "s3cretpw" not in server.log
+        assert server.log_path.read_bytes().count(b"s3cretpw") == 0
+
+
+# --- 8. settings -------------------------------------------------------------------------------------
+
+
+def test_bad_settings_exit_1_with_one_clear_line(start_server, tmp_path):
+    cases = [
+        (("--port=abc",), {}, "--port"),
+        (("--migrate=sometimes",), {}, "sometimes"),
+        (("--database-url=mysql://x/y",), {}, "mysql"),
+        (("--nope=1",), {}, "--nope"),
+        ((), {"PORT": "abc"}, "PORT"),
+        ((), {"MIGRATE": "sometimes"}, "sometimes"),
+    ]
+    servers = [
+        (start_server(*flags, cwd=tmp_path / f"case{i}", **environ), word)
+        for i, (flags, environ, word) in enumerate(cases)
+    ]
+    for server, word in servers:
+        assert wait_exit_within(server, 20) == 1, server.log
+        assert_one_clear_error(server, "bad settings", word)
+        assert "listening" not in server.log
+        assert not (server.cwd / "var").exists()
+
+
+def test_a_flag_beats_the_environment_and_the_environment_beats_the_default(start_server, tmp_path):
+    flagged = start_server(
+        "--migrate=auto",
+        f"--database-url=sqlite:///{tmp_path / 'flag.db'}",
+        cwd=tmp_path / "flagged",
+        MIGRATE="sometimes",
+        PORT="1",
+        DATABASE_URL="mysql://x/y",
+    )
+    from_env = start_server(cwd=tmp_path / "from_env", MIGRATE="only", DATABASE_URL=f"sqlite:///{tmp_path / 'env.db'}")
+    flagged.wait_ready()
+    assert flagged.port not in (1, 8888)
+    assert (tmp_path / "flag.db").is_file()
+    assert not (flagged.cwd / "var").exists()
+    assert wait_exit_within(from_env, 20) == 0, from_env.log
+    assert "listening" not in from_env.log
+    assert versions(f"sqlite:///{tmp_path / 'env.db'}") == ["0002"]
+    assert flagged.stop() == 0, flagged.log
+
+
+# --- 9. nothing to do ------------------------------------------------------------------------------
+
+
+def test_a_server_started_after_a_manual_upgrade_finds_nothing_to_do(start_server, tmp_path, database_url):
+    done = run_alembic("upgrade", "head", cwd=tmp_path, DATABASE_URL=database_url)
+    assert done.returncode == 0, done.stderr
+    server = start_server(DATABASE_URL=database_url)
+    server.wait_ready()
+    assert "database already at head (0002)" in server.log
+    for applied in ("Running upgrade", "applied revision", "upgraded to", "migration lock"):
+        assert applied not in server.log, server.log
+    assert versions(database_url) == ["0002"]
+    assert server.stop() == 0, server.log
+
+
+# --- 10. stopping while a revision runs ------------------------------------------------------------
+
+
+def test_sigterm_while_revisions_run_exits_0_and_the_log_matches_the_database(
+    start_server, extra_revisions, database_url
+):
+    ini, add = extra_revisions
+    add("0003", "0002", 'op.create_table("slow_one", sa.Column("id", sa.Integer, primary_key=True)); time.sleep(2)')
+    add("0004", "0003", 'op.create_table("slow_two", sa.Column("id", sa.Integer, primary_key=True)); time.sleep(2)')
+    server = start_server(DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    wait_for(lambda: "Running upgrade 0002 -> 0003" in server.log, 20, f"0003 never started:\n{server.log}")
+    time.sleep(0.5)
+    server.process.send_signal(signal.SIGTERM)
+    assert wait_exit_within(server, 20) == 0, server.log
+    assert error_lines(server.log) == [] and "Traceback" not in server.log, server.log
+    # The revision that was running finished (or rolled back), and the next one never started.
+    assert "Running upgrade 0003 -> 0004" not in server.log, server.log
+    assert not table_exists(database_url, "slow_two")
+    at = versions(database_url)
+    assert at in (["0002"], ["0003"])
+    assert table_exists(database_url, "slow_one") == (at == ["0003"])
+    # What the log says was applied is what the database holds.
+    assert ("applied revision 0003" in server.log) == (at == ["0003"]), f"database at {at}, log:\n{server.log}"
