@@ -61,7 +61,12 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
     for name, _, _, variable, _ in _FLAGS:
         if environ.get(variable, "") != "":
             _parse_one(parser, f"--{name}={environ[variable]}", source=variable)
-    for arg in argv:
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        # "--port 9000" as well as tornado's own "--port=9000"
+        if arg.startswith("--") and "=" not in arg and arg != "--help" and args and not args[0].startswith("--"):
+            arg = f"{arg}={args.pop(0)}"
         _parse_one(parser, arg, source=arg.split("=", 1)[0])
     return _validated(parser)
 

@@ -24,6 +24,11 @@ def test_environment_beats_default_and_flag_beats_environment():
     assert (settings.db_wait, settings.processes, settings.address) == (2.5, 0, "0.0.0.0")
 
 
+def test_a_value_may_follow_its_flag_after_a_space():
+    settings = load_settings(["--port", "9001", "--migrate", "off", "--db-wait=3"], environ={})
+    assert (settings.port, settings.migrate, settings.db_wait) == (9001, "off", 3)
+
+
 def test_empty_environment_variable_means_unset():
     assert load_settings([], environ={"PORT": "", "ADMIN_TOKEN": ""}).port == 8888
 
