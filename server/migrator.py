@@ -144,17 +144,18 @@ class Migrator:
             if status.at_head:
                 return UpgradeResult((), status, time.monotonic() - started)
             self.on_phase("migrating")
-            applied = await run_locked(engine, self.settings, lambda c: self._upgrade_sync(c, stop), stop=stop)
-            async with connect(engine, self.settings, True, self.on_phase, stop) as conn:
-                status = await conn.run_sync(self._read_status_sync)
+            applied, status = await run_locked(engine, self.settings, lambda c: self._upgrade_sync(c, stop), stop=stop)
             return UpgradeResult(tuple(applied), status, time.monotonic() - started)
         finally:
             await engine.dispose()
 
-    def _upgrade_sync(self, connection: Connection, stop: threading.Event) -> list[AppliedRevision]:
+    def _upgrade_sync(self, connection: Connection, stop: threading.Event) -> tuple[list[AppliedRevision], Status]:
         # Read again under the lock: another process may have done the work while we waited.
-        pending = self._read_status_sync(connection).pending
+        status = self._read_status_sync(connection)
         connection.commit()  # env.py must get a connection outside a transaction to commit per revision
+        if not status.pending:
+            return [], status
+        pending = status.pending
         applied: list[AppliedRevision] = []
         committing: AppliedRevision | None = None  # ran, and its transaction is about to commit
         mark = time.monotonic()
@@ -199,7 +200,9 @@ class Migrator:
         finally:
             event.remove(connection, "begin", before_next_revision)
             self.config.attributes.clear()
-        return applied
+        status = self._read_status_sync(connection)
+        connection.rollback()
+        return applied, status
 
     def _read_status_sync(self, connection: Connection) -> Status:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
