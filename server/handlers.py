@@ -5,7 +5,7 @@ import asyncio
 import orjson
 import tornado.log
 import tornado.web
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -21,7 +21,12 @@ READY_PING_TIMEOUT = 2.0
 DATABASE_DOWN = (DBAPIError, PoolTimeoutError, OSError, asyncio.TimeoutError)
 
 my_table = MyTable.__table__
-SELECT_PAGE = select(my_table).order_by(my_table.c.id)
+# Built once: SQLAlchemy then finds the compiled statement in its cache, and asyncpg its prepared one.
+SELECT_PAGE = (
+    select(my_table).where(my_table.c.id > bindparam("after")).order_by(my_table.c.id).limit(bindparam("limit"))
+)
+INSERT_ROW = insert(my_table).returning(my_table)
+COLUMNS = tuple(column.name for column in my_table.c)  # zipped with plain rows: far cheaper than row mappings
 SELECT_REVISION = text("SELECT version_num FROM alembic_version")
 
 
@@ -99,16 +104,16 @@ class RowsHandler(DataHandler):
     async def get(self) -> None:
         limit = self.int_argument("limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX)
         after = self.int_argument("after", 0, 0, ID_MAX)
-        statement = SELECT_PAGE.where(my_table.c.id > after).limit(limit)
         async with self.session_factory() as session:
-            items = [dict(row) for row in (await session.execute(statement)).mappings()]
+            rows = (await session.execute(SELECT_PAGE, {"after": after, "limit": limit})).all()
+        items = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
         self.write_json({"items": items, "next": items[-1]["id"] if items else None})
 
     async def post(self) -> None:
         name = parse_name(self.request.body)
         async with self.session_factory() as session, session.begin():
-            row = (await session.execute(insert(my_table).values(name=name).returning(my_table))).mappings().one()
-        self.write_json(dict(row), status=201)
+            row = (await session.execute(INSERT_ROW, {"name": name})).one()
+        self.write_json(dict(zip(COLUMNS, row, strict=True)), status=201)
 
     def int_argument(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.get_query_argument(name, None, strip=False)

@@ -11,7 +11,7 @@ import tornado.netutil
 from alembic.util.exc import CommandError
 
 from server.app import make_app
-from server.db import make_engine, make_session_factory
+from server.db import make_serving_engine, make_session_factory
 from server.migrator import Interrupted, MigrationError, Migrator, UnknownRevision, describe
 from server.runner import MigrationRunner
 from server.settings import Settings, SettingsError, load_settings
@@ -103,7 +103,7 @@ async def serve(settings: Settings, sockets) -> int:
     except CommandError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
-    engine = make_engine(settings.database_url)
+    engine = make_serving_engine(settings)
     app = make_app(make_session_factory(engine), state, runner, settings.admin_token)
     server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_SIZE)
     server.add_sockets(sockets)

@@ -28,6 +28,9 @@ _FLAGS = (
         "DDL_LOCK_TIMEOUT",
         "PostgreSQL lock_timeout for revisions, in seconds (0 = wait forever)",
     ),
+    ("pool-size", int, 10, "POOL_SIZE", "database connections each process keeps open"),
+    ("pool-max-overflow", int, 0, "POOL_MAX_OVERFLOW", "extra connections opened under load, closed after use"),
+    ("pool-timeout", float, 5.0, "POOL_TIMEOUT", "seconds a request waits for a free connection before a 503"),
     ("admin-token", str, "", "ADMIN_TOKEN", "bearer token for /admin (unset: admin answers 404)"),
     ("alembic-config", str, str(ROOT / "alembic.ini"), "ALEMBIC_CONFIG", "path to alembic.ini"),
 )
@@ -47,6 +50,9 @@ class Settings:
     migration_lock_timeout: float = 60.0
     db_wait: float = 30.0
     ddl_lock_timeout: float = 5.0
+    pool_size: int = 10
+    pool_max_overflow: int = 0
+    pool_timeout: float = 5.0
     admin_token: str | None = dataclasses.field(default=None, repr=False)
     alembic_config: str = str(ROOT / "alembic.ini")
 
@@ -88,7 +94,9 @@ def _validated(parser: tornado.options.OptionParser) -> Settings:
         raise SettingsError(f"--port must be 0..65535, not {parser.port}")
     if parser.processes < 0:
         raise SettingsError("--processes must be 0 (one per CPU) or more")
-    for name in ("migration_lock_timeout", "db_wait", "ddl_lock_timeout"):
+    if parser.pool_size < 1 or parser.pool_max_overflow < 0:
+        raise SettingsError("--pool-size must be 1 or more and --pool-max-overflow 0 or more")
+    for name in ("migration_lock_timeout", "db_wait", "ddl_lock_timeout", "pool_timeout"):
         if not parser[name] >= 0:  # also rejects nan
             raise SettingsError(f"--{name.replace('_', '-')} must be 0 or more seconds")
     return Settings(
@@ -100,6 +108,9 @@ def _validated(parser: tornado.options.OptionParser) -> Settings:
         migration_lock_timeout=parser.migration_lock_timeout,
         db_wait=parser.db_wait,
         ddl_lock_timeout=parser.ddl_lock_timeout,
+        pool_size=parser.pool_size,
+        pool_max_overflow=parser.pool_max_overflow,
+        pool_timeout=parser.pool_timeout,
         admin_token=parser.admin_token or None,
         alembic_config=str(Path(parser.alembic_config).resolve()),
     )

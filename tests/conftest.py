@@ -21,9 +21,9 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from server.app import make_app
-from server.db import make_engine, make_session_factory
+from server.db import make_serving_engine, make_session_factory
 from server.migrator import Migrator
-from server.settings import ROOT, load_settings, normalize_database_url
+from server.settings import ROOT, load_settings
 from server.state import ServiceState
 
 TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -128,7 +128,7 @@ def state() -> ServiceState:
 @pytest.fixture
 def engine(io_loop, migrated_url):
     """An engine bound to this test's loop (never shared across loops), disposed on it."""
-    engine = make_engine(normalize_database_url(migrated_url))
+    engine = make_serving_engine(make_settings(migrated_url))
     yield engine
     io_loop.run_sync(engine.dispose)
 
