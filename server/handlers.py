@@ -65,6 +65,11 @@ class JsonHandler(tornado.web.RequestHandler):
             message = exc.message
             for name, value in exc.headers.items():
                 self.set_header(name, value)
+        elif isinstance(exc, PoolTimeoutError):
+            # Every pooled connection stayed busy for --pool-timeout: shed this request, don't queue it.
+            self.set_status(503)
+            self.set_header("Retry-After", RETRY_AFTER_SECONDS)
+            message = "database busy: no connection came free in time"
         elif isinstance(exc, DATABASE_DOWN):
             # The database went away under a request: say so and when to retry, rather than a bare 500.
             self.set_status(503)
@@ -81,7 +86,7 @@ class JsonHandler(tornado.web.RequestHandler):
             return  # the access log has it already; a client's mistake is not ours to log twice
         if isinstance(value, DATABASE_DOWN) and not isinstance(value, tornado.web.HTTPError):
             tornado.log.app_log.warning(
-                "%s %s: database unavailable: %s", self.request.method, self.request.path, typ.__name__
+                "%s %s: database unavailable or busy: %s", self.request.method, self.request.path, typ.__name__
             )
         else:
             super().log_exception(typ, value, tb)

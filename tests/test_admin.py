@@ -6,9 +6,9 @@ import threading
 
 import orjson
 import pytest
-from conftest import in_thread, make_settings, run_async
 from sqlalchemy import text
 
+from conftest import in_thread, make_settings, run_async
 from server.app import make_app
 from server.db import make_engine, make_session_factory
 from server.migrator import Migrator, make_migration_engine, migration_lock

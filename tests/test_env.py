@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import asyncpg
-from conftest import clean_environ, make_settings, run_alembic, run_async
 from sqlalchemy.engine import make_url
 
+from conftest import clean_environ, make_settings, run_alembic, run_async
 from server.migrator import make_migration_engine, migration_lock
 from server.settings import ROOT
 

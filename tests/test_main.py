@@ -12,9 +12,9 @@ import time
 
 import asyncpg
 import pytest
-from conftest import in_thread, make_settings, run_alembic, run_async
 from sqlalchemy.engine import make_url
 
+from conftest import in_thread, make_settings, run_alembic, run_async
 from server.migrator import Migrator
 
 AWKWARD_NAMES = [

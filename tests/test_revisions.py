@@ -17,9 +17,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import make_settings, run_alembic, run_async
 from sqlalchemy.pool import NullPool
 
+from conftest import make_settings, run_alembic, run_async
 from server.db import make_engine
 from server.migrator import VERSION_TABLE, make_alembic_config, make_migration_engine, run_locked
 from server.models import Base

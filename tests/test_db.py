@@ -1,0 +1,101 @@
+"""The serving engine: a bounded pool, and a 503 (never a hang, never a 500) when it is exhausted."""
+
+import asyncio
+import sqlite3
+import threading
+
+import asyncpg
+import orjson
+import pytest
+from sqlalchemy.engine import make_url
+
+from conftest import make_settings
+from server.app import make_app
+from server.db import make_serving_engine, make_session_factory
+
+POOL = ("--pool-size=1", "--pool-max-overflow=0", "--pool-timeout=0.5")
+
+
+@pytest.fixture
+def engine(io_loop, migrated_url):
+    """A one-connection pool: the second concurrent request has to wait for it."""
+    engine = make_serving_engine(make_settings(migrated_url, *POOL))
+    yield engine
+    io_loop.run_sync(engine.dispose)
+
+
+@pytest.fixture
+def app(engine, state):
+    return make_app(make_session_factory(engine), state)
+
+
+@pytest.fixture
+def table_locked(migrated_url):
+    """Hold a lock that makes every read of my_table wait, until release() is called."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold_sqlite():
+        connection = sqlite3.connect(make_url(migrated_url).database, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: readers wait on it
+        held.set()
+        release.wait(30)
+        connection.execute("ROLLBACK")
+        connection.close()
+
+    async def hold_postgres():
+        connection = await asyncpg.connect(migrated_url)
+        transaction = connection.transaction()
+        await transaction.start()
+        await connection.execute("LOCK TABLE my_table IN ACCESS EXCLUSIVE MODE")
+        held.set()
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        await transaction.rollback()
+        await connection.close()
+
+    if migrated_url.startswith("sqlite"):
+        holder = threading.Thread(target=hold_sqlite)
+    else:
+        holder = threading.Thread(target=asyncio.run, args=(hold_postgres(),))
+    holder.start()
+    assert held.wait(10)
+    yield release
+    release.set()
+    holder.join(30)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_exhausted_pool_answers_503_after_the_pool_timeout_and_the_first_request_completes(
+    http_client, base_url, table_locked
+):
+    slow = asyncio.ensure_future(http_client.fetch(base_url + "/", raise_error=False, request_timeout=25))
+    await asyncio.sleep(0.3)  # the slow request now holds the only connection, waiting on the lock
+    started = asyncio.get_running_loop().time()
+    shed = await http_client.fetch(base_url + "/", raise_error=False, request_timeout=10)
+    waited = asyncio.get_running_loop().time() - started
+    assert shed.code == 503, shed.body
+    assert orjson.loads(shed.body) == {"error": "database busy: no connection came free in time"}
+    assert shed.headers["Retry-After"] and shed.headers["Content-Type"] == "application/json"
+    assert 0.4 <= waited < 5  # it waited for the pool (0.5 s), then gave up: bounded, no hang
+    assert not slow.done()
+
+    table_locked.set()
+    first = await slow
+    assert first.code == 200 and orjson.loads(first.body) == {"items": [], "next": None}
+    again = await http_client.fetch(base_url + "/")  # the pool recovered
+    assert again.code == 200
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_posts_are_shed_the_same_way(http_client, base_url, table_locked):
+    slow = asyncio.ensure_future(
+        http_client.fetch(
+            base_url + "/", method="POST", body=b'{"name": "first"}', raise_error=False, request_timeout=25
+        )
+    )
+    await asyncio.sleep(0.3)
+    shed = await http_client.fetch(base_url + "/", method="POST", body=b'{"name": "second"}', raise_error=False)
+    assert shed.code == 503 and "busy" in orjson.loads(shed.body)["error"]
+    table_locked.set()
+    assert (await slow).code == 201
+    page = orjson.loads((await http_client.fetch(base_url + "/")).body)
+    assert [item["name"] for item in page["items"]] == ["first"]  # the shed request stored nothing
