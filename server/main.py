@@ -1,6 +1,7 @@
 """The startup sequence and shutdown: listen, migrate in an executor, serve, drain, exit."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -111,8 +112,16 @@ async def serve(settings: Settings, sockets) -> int:
 
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def request_stop(_signum, _frame) -> None:
+        # A plain handler, not loop.add_signal_handler: asyncio.run resets its handlers to the default
+        # (death) while closing the loop, and with --processes a group signal reaches a worker twice
+        # (directly, and forwarded by the parent).
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are on our way out already
+            loop.call_soon_threadsafe(stop_requested.set)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
+        signal.signal(signum, request_stop)
     startup = asyncio.create_task(bring_to_head(settings, runner, state))
     stopping = asyncio.create_task(stop_requested.wait())
     await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)

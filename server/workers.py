@@ -52,7 +52,9 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             exit_code = 1
-            if not stopping:
+            if stopping:
+                log.error("worker %d (pid %d) exited with status %d while stopping", index, pid, code)
+            else:
                 log.error("worker %d (pid %d) exited with status %d; stopping the others", index, pid, code)
                 stop_all()
         elif not stopping:
