@@ -109,8 +109,8 @@ class RowsHandler(DataHandler):
     async def get(self) -> None:
         limit = self.int_argument("limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX)
         after = self.int_argument("after", 0, 0, ID_MAX)
-        async with self.session_factory() as session:
-            rows = (await session.execute(SELECT_PAGE, {"after": after, "limit": limit})).all()
+        async with self.session_factory.connection() as connection:
+            rows = (await connection.execute(SELECT_PAGE, {"after": after, "limit": limit})).all()
         items = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
         self.write_json({"items": items, "next": items[-1]["id"] if items else None})
 

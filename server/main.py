@@ -105,7 +105,7 @@ async def serve(settings: Settings, sockets) -> int:
         log.error("%s", exc)
         return EXIT_FAILED
     engine = make_serving_engine(settings)
-    app = make_app(make_session_factory(engine), state, runner, settings.admin_token)
+    app = make_app(make_session_factory(engine, settings), state, runner, settings.admin_token)
     server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_SIZE)
     server.add_sockets(sockets)
     log.info("listening on http://%s:%d", settings.address, sockets[0].getsockname()[1])

@@ -134,8 +134,8 @@ def engine(io_loop, migrated_url):
 
 
 @pytest.fixture
-def app(engine, state):
-    return make_app(make_session_factory(engine), state)
+def app(engine, state, migrated_url):
+    return make_app(make_session_factory(engine, make_settings(migrated_url)), state)
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def test_waiting_for_the_lock_is_reported_as_migrating(database_url, state, runn
 @pytest.fixture
 def app(io_loop, database_url, state, runner, admin_token):
     engine = make_engine(normalize_database_url(database_url))
-    yield make_app(make_session_factory(engine), state, runner, admin_token)
+    yield make_app(make_session_factory(engine, make_settings(database_url)), state, runner, admin_token)
     io_loop.run_sync(engine.dispose)
 
 

@@ -13,10 +13,10 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
+from conftest import make_settings
 from server.app import make_app
 from server.db import make_engine, make_session_factory
 from server.models import MyTable
-from server.settings import normalize_database_url
 from server.state import ServiceState
 
 ID_MAX = 2**31 - 1
@@ -424,8 +424,9 @@ def closed_port():
 @pytest.fixture
 def gone_base_url(io_loop, closed_port):
     """A ready app whose PostgreSQL database does not answer, served on its own port."""
-    engine = make_engine(normalize_database_url(f"postgresql://postgres@127.0.0.1:{closed_port}/x"))
-    server = HTTPServer(make_app(make_session_factory(engine), ServiceState("ready")))
+    settings = make_settings(f"postgresql://postgres@127.0.0.1:{closed_port}/x")
+    engine = make_engine(settings.database_url)
+    server = HTTPServer(make_app(make_session_factory(engine, settings), ServiceState("ready")))
     sock, port = bind_unused_port()
     server.add_socket(sock)
     yield f"http://127.0.0.1:{port}"
