@@ -2,15 +2,17 @@
 
 import asyncio
 
+import asyncpg
 import orjson
 import tornado.log
 import tornado.web
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from server.models import NAME_MAX_LENGTH, MyTable
+from server.models import NAME_MAX_LENGTH
+from server.queries import COLUMNS, INSERT_ROW, fetch_page
 from server.state import ServiceState
 
 PAGE_LIMIT_DEFAULT = 50
@@ -18,15 +20,17 @@ PAGE_LIMIT_MAX = 1000
 ID_MAX = 2**31 - 1  # my_table.id is an INTEGER on PostgreSQL
 RETRY_AFTER_SECONDS = "2"
 READY_PING_TIMEOUT = 2.0
-DATABASE_DOWN = (DBAPIError, PoolTimeoutError, OSError, asyncio.TimeoutError)
-
-my_table = MyTable.__table__
-# Built once: SQLAlchemy then finds the compiled statement in its cache, and asyncpg its prepared one.
-SELECT_PAGE = (
-    select(my_table).where(my_table.c.id > bindparam("after")).order_by(my_table.c.id).limit(bindparam("limit"))
+DATABASE_DOWN = (
+    DBAPIError,
+    PoolTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    # raised by the page read, which speaks to asyncpg directly (server/queries.py)
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
 )
-INSERT_ROW = insert(my_table).returning(my_table)
-COLUMNS = tuple(column.name for column in my_table.c)  # zipped with plain rows: far cheaper than row mappings
+
 SELECT_REVISION = text("SELECT version_num FROM alembic_version")
 
 
@@ -110,8 +114,7 @@ class RowsHandler(DataHandler):
         limit = self.int_argument("limit", PAGE_LIMIT_DEFAULT, 1, PAGE_LIMIT_MAX)
         after = self.int_argument("after", 0, 0, ID_MAX)
         async with self.session_factory.connection() as connection:
-            rows = (await connection.execute(SELECT_PAGE, {"after": after, "limit": limit})).all()
-        items = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+            items = await fetch_page(connection, after, limit)
         self.write_json({"items": items, "next": items[-1]["id"] if items else None})
 
     async def post(self) -> None:

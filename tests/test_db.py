@@ -99,3 +99,27 @@ async def test_posts_are_shed_the_same_way(http_client, base_url, table_locked):
     assert (await slow).code == 201
     page = orjson.loads((await http_client.fetch(base_url + "/")).body)
     assert [item["name"] for item in page["items"]] == ["first"]  # the shed request stored nothing
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+@pytest.mark.gen_test(timeout=30)
+async def test_a_connection_killed_under_the_pool_costs_one_503_then_reads_recover(http_client, base_url, migrated_url):
+    assert (await http_client.fetch(base_url + "/")).code == 200  # the pool's one connection is open now
+
+    async def terminate_others():
+        connection = await asyncpg.connect(migrated_url)
+        try:
+            return await connection.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await connection.close()
+
+    assert await terminate_others() >= 1
+    failed = await http_client.fetch(base_url + "/", raise_error=False)
+    assert failed.code == 503, failed.body
+    assert orjson.loads(failed.body) == {"error": "database unavailable"} and failed.headers["Retry-After"]
+    for _ in range(3):  # the dead connection was dropped from the pool: a fresh one serves
+        response = await http_client.fetch(base_url + "/")
+        assert response.code == 200 and orjson.loads(response.body) == {"items": [], "next": None}
