@@ -138,13 +138,16 @@ class Migrator:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = make_migration_engine(url, label="server")
         try:
-            # Most starts find the database at head: answer that without queueing for the lock.
             async with connect(engine, self.settings, True, self.on_phase, stop) as conn:
+                # Most starts find the database at head: answer that without queueing for the lock.
                 status = await conn.run_sync(self._read_status_sync)
-            if status.at_head:
-                return UpgradeResult((), status, time.monotonic() - started)
-            self.on_phase("migrating")
-            applied, status = await run_locked(engine, self.settings, lambda c: self._upgrade_sync(c, stop), stop=stop)
+                if status.at_head:
+                    return UpgradeResult((), status, time.monotonic() - started)
+                await conn.rollback()  # the same connection then runs the revisions: one connect fewer
+                self.on_phase("migrating")
+                applied, status = await run_locked(
+                    engine, self.settings, lambda c: self._upgrade_sync(c, stop), stop=stop, connection=conn
+                )
             return UpgradeResult(tuple(applied), status, time.monotonic() - started)
         finally:
             await engine.dispose()
@@ -245,10 +248,15 @@ async def run_locked(
     settings: Settings,
     work: Callable[[Connection], T],
     stop: threading.Event | None = None,
+    connection: AsyncConnection | None = None,
 ) -> T:
-    """Run work(connection) holding the migration lock, on a connection ready for revisions."""
+    """Run work(connection) holding the migration lock, on a connection ready for revisions.
+
+    The connection is the one given (outside a transaction), else a new one.
+    """
     stop = stop or threading.Event()
-    async with migration_lock(engine, settings, stop), connect(engine, settings, True, stop=stop) as conn:
+    async with migration_lock(engine, settings, stop), contextlib.AsyncExitStack() as stack:
+        conn = connection or await stack.enter_async_context(connect(engine, settings, True, stop=stop))
         if conn.dialect.name == "postgresql":
             # A revision queued behind a long transaction would queue every query behind itself.
             await conn.execute(text(f"SET lock_timeout = {int(settings.ddl_lock_timeout * 1000)}"))
