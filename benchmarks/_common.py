@@ -17,6 +17,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -467,3 +468,30 @@ def _installed(name: str) -> bool:
         return True
     except importlib.metadata.PackageNotFoundError:
         return False
+
+
+def run_benchmark(name: str, database: str, postgres_url: str, body) -> int:
+    """asyncio.run(body(children, databases, workdir)) in a temporary directory; every process it started is
+    stopped and every bench_* database dropped afterwards: on success, failure, Ctrl-C and SIGTERM."""
+    raise_keyboard_interrupt_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        workdir = Path(tmp)
+        children = Children(workdir)
+        databases = Databases(database, postgres_url, workdir)
+        try:
+            return asyncio.run(body(children, databases, workdir))
+        except BenchError as exc:
+            print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping processes and dropping databases", file=sys.stderr)
+            return 130
+        finally:
+            # A second Ctrl-C (or SIGTERM) must not cut the cleanup short: it is bounded in time anyway.
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
+            children.stop_all()
+            try:
+                asyncio.run(databases.drop_all())
+            except BenchError as exc:
+                print(f"could not drop {', '.join(databases.created)}: {exc}", file=sys.stderr)

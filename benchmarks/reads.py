@@ -41,7 +41,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import datetime
@@ -63,8 +62,8 @@ from _common import (
     group_cpu_seconds,
     http_get,
     machine_busy_seconds,
-    raise_keyboard_interrupt_on_sigterm,
     rss_bytes,
+    run_benchmark,
     wait_exit,
     wait_ready,
 )
@@ -854,28 +853,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    raise_keyboard_interrupt_on_sigterm()
-    with tempfile.TemporaryDirectory(prefix="bench-reads-") as tmp:
-        workdir = Path(tmp)
-        children = Children(workdir)
-        databases = Databases("postgresql", args.postgres_url, workdir)
-        try:
-            return asyncio.run(run(args, children, databases, workdir))
-        except BenchError as exc:
-            print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping processes and dropping databases", file=sys.stderr)
-            return 130
-        finally:
-            # A second Ctrl-C (or SIGTERM) must not cut the cleanup short: it is bounded in time anyway.
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_IGN)
-            children.stop_all()
-            try:
-                asyncio.run(databases.drop_all())
-            except BenchError as exc:
-                print(f"could not drop {', '.join(databases.created)}: {exc}", file=sys.stderr)
+    return run_benchmark(
+        "reads",
+        "postgresql",
+        args.postgres_url,
+        lambda children, databases, workdir: run(args, children, databases, workdir),
+    )
 
 
 if __name__ == "__main__":

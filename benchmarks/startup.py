@@ -23,7 +23,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,8 +39,8 @@ from _common import (
     clean_environ,
     command_line,
     environment_lines,
-    raise_keyboard_interrupt_on_sigterm,
     ratio_line,
+    run_benchmark,
     table_header,
     wait_exit,
     wait_ready,
@@ -410,25 +409,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    raise_keyboard_interrupt_on_sigterm()
-    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
-        workdir = Path(tmp)
-        children = Children(workdir)
-        databases = Databases(args.database, args.postgres_url, workdir)
-        try:
-            return asyncio.run(run(args, children, databases, workdir))
-        except BenchError as exc:
-            print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping processes and dropping databases", file=sys.stderr)
-            return 130
-        finally:
-            children.stop_all()
-            try:
-                asyncio.run(databases.drop_all())
-            except BenchError as exc:
-                print(f"could not drop {', '.join(databases.created)}: {exc}", file=sys.stderr)
+    return run_benchmark(
+        "startup",
+        args.database,
+        args.postgres_url,
+        lambda children, databases, workdir: run(args, children, databases, workdir),
+    )
 
 
 if __name__ == "__main__":

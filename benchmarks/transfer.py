@@ -29,7 +29,6 @@ also on Ctrl-C, SIGTERM or a failure. The defaults take about a minute on 2 CPUs
 """
 
 import argparse
-import asyncio
 import contextlib
 import datetime
 import shutil
@@ -37,7 +36,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,8 +51,8 @@ from _common import (
     clean_environ,
     command_line,
     environment_lines,
-    raise_keyboard_interrupt_on_sigterm,
     ratio_line,
+    run_benchmark,
     table_header,
     wait_exit,
 )
@@ -276,25 +274,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    raise_keyboard_interrupt_on_sigterm()
-    with tempfile.TemporaryDirectory(prefix="bench-transfer-") as tmp:
-        workdir = Path(tmp)
-        children = Children(workdir)
-        databases = Databases("postgresql", args.postgres_url, workdir)
-        try:
-            return asyncio.run(Bench(args, children, databases, workdir).run())
-        except BenchError as exc:
-            print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping processes and dropping databases", file=sys.stderr)
-            return 130
-        finally:
-            children.stop_all()
-            try:
-                asyncio.run(databases.drop_all())
-            except BenchError as exc:
-                print(f"could not drop {', '.join(databases.created)}: {exc}", file=sys.stderr)
+    return run_benchmark(
+        "transfer",
+        "postgresql",
+        args.postgres_url,
+        lambda children, databases, workdir: Bench(args, children, databases, workdir).run(),
+    )
 
 
 if __name__ == "__main__":
