@@ -4,16 +4,16 @@ import logging
 
 import tornado.log
 import tornado.web
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from server.admin import MigrationsHandler, UpgradeHandler
+from server.db import SessionFactory
 from server.handlers import LiveHandler, NotFoundHandler, ReadyHandler, RowsHandler
 from server.runner import MigrationRunner
 from server.state import ServiceState
 
 
 def make_app(
-    session_factory: async_sessionmaker,
+    session_factory: SessionFactory,
     state: ServiceState,
     runner: MigrationRunner | None = None,
     admin_token: str | None = None,

@@ -9,8 +9,8 @@ import tornado.web
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from server.db import SessionFactory
 from server.models import NAME_MAX_LENGTH
 from server.queries import COLUMNS, INSERT_ROW, fetch_page
 from server.state import ServiceState
@@ -99,7 +99,7 @@ class JsonHandler(tornado.web.RequestHandler):
 class DataHandler(JsonHandler):
     """A handler over the table: it answers 503 until the schema is at head."""
 
-    def initialize(self, state: ServiceState, session_factory: async_sessionmaker):
+    def initialize(self, state: ServiceState, session_factory: SessionFactory):
         super().initialize(state)
         self.session_factory = session_factory
 
@@ -158,7 +158,7 @@ class LiveHandler(JsonHandler):
 
 
 class ReadyHandler(JsonHandler):
-    def initialize(self, state: ServiceState, session_factory: async_sessionmaker):
+    def initialize(self, state: ServiceState, session_factory: SessionFactory):
         super().initialize(state)
         self.session_factory = session_factory
 
