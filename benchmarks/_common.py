@@ -135,6 +135,15 @@ class Children:
         self.running.append(child)
         return child
 
+    async def run(self, argv: Sequence[str], env: dict[str, str], label: str, timeout: float) -> tuple[float, Child]:
+        """Start a process and wait until it exits 0 (BenchError otherwise, see wait_exit); stopped either way.
+        Its seconds from start to exit, and the child (cpu, maxrss, log)."""
+        child = self.start(argv, env, label)
+        try:
+            return await wait_exit(child, timeout), child
+        finally:
+            self.stop(child)
+
     def stop(self, *children: Child) -> None:
         # SIGTERM to all first, then wait: N processes shut down in parallel, not one after another.
         for child in children:

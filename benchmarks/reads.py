@@ -439,13 +439,12 @@ class Bench:
     async def setup(self) -> None:
         started = time.perf_counter()
         self.url = await self.databases.create()
-        migrate = self.children.start(
-            [PYTHON, str(ROOT / "run.py"), "--migrate=only"], clean_environ(DATABASE_URL=self.url), "migrate"
+        await self.children.run(
+            [PYTHON, str(ROOT / "run.py"), "--migrate=only"],
+            clean_environ(DATABASE_URL=self.url),
+            "migrate",
+            START_TIMEOUT,
         )
-        try:
-            await wait_exit(migrate, START_TIMEOUT)
-        finally:
-            self.children.stop(migrate)
         connection = await asyncpg.connect(self.url, timeout=10)
         try:
             await connection.copy_records_to_table("my_table", records=names(ROWS), columns=["name"])
@@ -514,11 +513,7 @@ class Bench:
 
     async def wrk_timed(self, port: int, connections: int, seconds: float) -> WrkResult:
         argv = self.wrk_argv(connections, f"{seconds:g}s", self.script)
-        child = self.children.start(_with_port(argv, port), clean_environ(), "wrk")
-        try:
-            await wait_exit(child, seconds + 60)
-        finally:
-            self.children.stop(child)
+        _, child = await self.children.run(_with_port(argv, port), clean_environ(), "wrk", seconds + 60)
         result = parse_wrk(child)
         result.wrk_cpu = child.cpu
         return result

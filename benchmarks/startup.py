@@ -42,7 +42,6 @@ from _common import (
     ratio_line,
     run_benchmark,
     table_header,
-    wait_exit,
     wait_ready,
 )
 
@@ -198,11 +197,9 @@ class Bench:
         return await self.ready_times([(self.bare_argv(url), {})] * count, "bare")
 
     async def alembic_upgrade(self, url: str, ini: Path) -> Timing:
-        child = self.children.start(self.alembic_argv(), clean_environ(**self.project_env(url, ini)), "alembic")
-        try:
-            return await wait_exit(child, START_TIMEOUT), child.cpu
-        finally:
-            self.children.stop(child)
+        env = clean_environ(**self.project_env(url, ini))
+        seconds, child = await self.children.run(self.alembic_argv(), env, "alembic", START_TIMEOUT)
+        return seconds, child.cpu
 
     async def on_fresh_database(self, work, expected_head: str) -> Timing:
         """work(url) on a database created for it (untimed), checked to be at expected_head, then dropped."""
@@ -228,13 +225,9 @@ class Bench:
         title = "1. Start to ready, database already at head"
         print(f"\n{title}: {self.args.rounds} rounds after a warm-up", flush=True)
         url = await self.databases.create()
-        migrate = self.children.start(
-            [*self.project_argv()[:2], "--migrate=only"], clean_environ(**self.project_env(url)), "setup"
+        await self.children.run(
+            [*self.project_argv()[:2], "--migrate=only"], clean_environ(**self.project_env(url)), "setup", START_TIMEOUT
         )
-        try:
-            await wait_exit(migrate, START_TIMEOUT)
-        finally:
-            self.children.stop(migrate)
         driver = "aiosqlite" if self.databases.kind == "sqlite" else "asyncpg"
         project, bare = Samples("project: run.py --port=0"), Samples(f"bare: Tornado + SQLAlchemy {driver} script")
 

@@ -54,7 +54,6 @@ from _common import (
     ratio_line,
     run_benchmark,
     table_header,
-    wait_exit,
 )
 
 RUN_TIMEOUT = 600.0
@@ -102,13 +101,9 @@ class Bench:
         """Wall seconds, CPU seconds and peak RSS bytes of one transfer into a fresh database."""
         url = await self.databases.create()
         try:
-            child = self.children.start(
-                self.transfer_argv(source, url), clean_environ(PYTHONPATH=str(ROOT)), "transfer"
+            seconds, child = await self.children.run(
+                self.transfer_argv(source, url), clean_environ(PYTHONPATH=str(ROOT)), "transfer", RUN_TIMEOUT
             )
-            try:
-                seconds = await wait_exit(child, RUN_TIMEOUT)
-            finally:
-                self.children.stop(child)
             await self.check(url, rows)
             return seconds, child.cpu, child.maxrss
         finally:
@@ -118,20 +113,17 @@ class Bench:
         url = await self.databases.create()
         try:
             if self.args.pgloader_schema == "ours":
-                migrate = self.children.start(
-                    [PYTHON, str(ROOT / "run.py"), "--migrate=only"], clean_environ(DATABASE_URL=url), "setup"
+                await self.children.run(
+                    [PYTHON, str(ROOT / "run.py"), "--migrate=only"],
+                    clean_environ(DATABASE_URL=url),
+                    "setup",
+                    RUN_TIMEOUT,
                 )
-                try:
-                    await wait_exit(migrate, RUN_TIMEOUT)
-                finally:
-                    self.children.stop(migrate)
             commands = self.workdir / "load.pgloader"
             commands.write_text(self.pgloader_commands(source, url))
-            child = self.children.start(["pgloader", str(commands)], clean_environ(), "pgloader")
-            try:
-                seconds = await wait_exit(child, RUN_TIMEOUT)
-            finally:
-                self.children.stop(child)
+            seconds, child = await self.children.run(
+                ["pgloader", str(commands)], clean_environ(), "pgloader", RUN_TIMEOUT
+            )
             await self.check(url, rows)
             return seconds, child.cpu, child.maxrss
         finally:
