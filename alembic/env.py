@@ -1,11 +1,9 @@
-import asyncio
 from logging.config import fileConfig
 
 from alembic import context
-from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
-from server.migrator import VERSION_TABLE, MigrationError, make_migration_engine, run_locked
+from server.migrations import VERSION_TABLE, context_options, run_online
 from server.models import Base
 from server.settings import load_settings
 
@@ -14,18 +12,16 @@ from server.settings import load_settings
 config = context.config
 
 # Deviation: inside the server logging is already set up, and fileConfig would disable its loggers.
-if config.config_file_name is not None and "connection" not in config.attributes:
+if config.config_file_name is not None and "handed_over" not in config.attributes:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
 
-# Deviation: the URL comes from the server's settings (handed over by the server, which may have it
-# from a flag; else read from the same environment), never from alembic.ini.
-settings = config.attributes.get("settings") or load_settings(environ=None)
-
 
 def run_migrations_offline() -> None:
     """Run migrations in 'offline' mode: print the SQL (`alembic upgrade head --sql`)."""
+    # Deviation: the URL comes from the server's settings (flags or environment), never from alembic.ini.
+    settings = config.attributes.get("settings") or load_settings(environ=None)
     context.configure(
         url=settings.database_url,
         target_metadata=target_metadata,
@@ -40,45 +36,17 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        version_table=VERSION_TABLE,
-        # Deviation: SQLite alters a table only by copying it; batch mode does that.
-        render_as_batch=connection.dialect.name == "sqlite",
-        # Deviation: a failing revision leaves the database at the last one that succeeded.
-        transaction_per_migration=True,
-        # Deviation: lets the embedded migrator report each revision as it is applied.
-        on_version_apply=config.attributes.get("on_version_apply"),
-    )
+    # Deviation: the server's options (version table, SQLite batch mode, a transaction per revision).
+    context.configure(connection=connection, target_metadata=target_metadata, **context_options(config, connection))
 
     with context.begin_transaction():
         context.run_migrations()
 
 
-async def run_async_migrations() -> None:
-    """Deviation: by hand (`alembic upgrade`), take the same migration lock as a starting server."""
-
-    connectable = make_migration_engine(settings.database_url, label="alembic")
-    try:
-        await run_locked(connectable, settings, do_run_migrations)
-    finally:
-        await connectable.dispose()
-
-
 def run_migrations_online() -> None:
     """Run migrations in 'online' mode."""
-
-    connection = config.attributes.get("connection")
-    if connection is None:
-        try:
-            asyncio.run(run_async_migrations())
-        except MigrationError as exc:
-            # Deviation: a lock timeout or an unreachable database is one line, as Alembic reports its own.
-            raise CommandError(str(exc)) from None
-    else:
-        # Deviation: the embedded migrator hands over a connection on which it holds the lock.
-        do_run_migrations(connection)
+    # Deviation: on the connection the server hands over, or by hand under the same migration lock.
+    run_online(config, do_run_migrations)
 
 
 if context.is_offline_mode():

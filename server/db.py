@@ -57,19 +57,20 @@ def make_serving_engine(settings: Settings) -> AsyncEngine:
 def make_session_factory(engine: AsyncEngine, settings: Settings) -> "SessionFactory":
     """The one session factory every handler receives."""
     width = settings.pool_size + settings.pool_max_overflow
-    return SessionFactory(async_sessionmaker(engine, expire_on_commit=False), width, settings.pool_timeout)
+    return SessionFactory(engine, width, settings.pool_timeout)
 
 
 class SessionFactory:
     """async_sessionmaker behind a first-come, first-served gate as wide as the pool.
 
     SQLAlchemy's async pool hands a returned connection to whoever asks next, not to whoever has waited
-    longest: at 64 connections the unlucky requests waited seconds (p99 1-3 s, benchmarks/reads.py).
+    longest: at 64 connections the unlucky requests waited seconds (see benchmarks/reads.py's p99).
     Requests queue here in order, then take a connection from a pool that never has waiters.
     """
 
-    def __init__(self, sessionmaker: async_sessionmaker, width: int, timeout: float):
-        self.sessionmaker = sessionmaker
+    def __init__(self, engine: AsyncEngine, width: int, timeout: float):
+        self.engine = engine
+        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         self.gate = asyncio.Semaphore(width)  # FIFO: it wakes its waiters in the order they came
         self.timeout = timeout
 
@@ -82,8 +83,8 @@ class SessionFactory:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         """A Core connection from the same pool, in the same queue: for a single statement, where a
-        session's unit-of-work bookkeeping would cost a fifth of the request (benchmarks/reads.py)."""
-        async with self._turn(), self.sessionmaker.kw["bind"].connect() as connection:
+        session's unit-of-work bookkeeping would be a large share of the request (benchmarks/reads.py measures it)."""
+        async with self._turn(), self.engine.connect() as connection:
             yield connection
 
     @contextlib.asynccontextmanager

@@ -11,17 +11,28 @@ import tornado.httpserver
 import tornado.netutil
 from alembic.util.exc import CommandError
 
-from server.app import make_app
 from server.db import make_serving_engine, make_session_factory
-from server.migrator import Interrupted, MigrationError, Migrator, UnknownRevision, describe
-from server.runner import MigrationRunner
-from server.settings import Settings, SettingsError, load_settings
-from server.state import ServiceState
+from server.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_PENDING,
+    Interrupted,
+    Phase,
+    ServiceError,
+    SettingsError,
+    UnknownRevision,
+    describe,
+    outcome,
+)
+from server.logs import configure_logging
+from server.migrations import Migrator
+from server.migrations.runner import MigrationRunner
+from server.settings import Settings, load_settings
+from server.web.app import make_app
+from server.web.state import ServiceState
 from server.workers import run_workers
 
 log = logging.getLogger("server")
-
-EXIT_OK, EXIT_FAILED, EXIT_PENDING = 0, 1, 3
 OFF_POLL_INTERVAL = 1.0
 SHUTDOWN_GRACE = 20.0  # in-flight requests get this long; below Kubernetes' default 30 s before SIGKILL
 MAX_BODY_SIZE = 64 * 1024  # a row is a 50-character name
@@ -40,7 +51,7 @@ def main(argv: list[str]) -> int:
         if settings.migrate == "only":
             return migrate_only(settings)
         sockets = tornado.netutil.bind_sockets(settings.port, settings.address)
-    except (MigrationError, CommandError) as exc:
+    except (ServiceError, CommandError) as exc:
         log.error("%s", exc)
         return EXIT_FAILED
     except OSError as exc:
@@ -50,18 +61,6 @@ def main(argv: list[str]) -> int:
         return asyncio.run(serve(settings, sockets))
     # Every worker runs the same startup; the migration lock lets one migrate while the rest wait, live.
     return run_workers(settings.processes or os.cpu_count() or 1, lambda _index: asyncio.run(serve(settings, sockets)))
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(process)d %(name)s] %(message)s")
-    # One line per request would cost more than the request; errors (4xx, 5xx) are still logged.
-    logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.migration").addFilter(_drop_per_connection_lines)
-
-
-def _drop_per_connection_lines(record: logging.LogRecord) -> bool:
-    # Alembic says "Context impl ..." and "Will assume ... DDL" on every status read: noise in a server log.
-    return not record.msg.startswith(("Context impl", "Will assume"))
 
 
 def check(settings: Settings) -> int:
@@ -82,7 +81,8 @@ def migrate_only(settings: Settings) -> int:
     """--migrate=only: upgrade and exit, never listening."""
 
     async def upgrade() -> None:
-        runner = MigrationRunner(settings, ServiceState("migrating"))
+        state = ServiceState(Phase.MIGRATING)
+        runner = MigrationRunner(settings, lambda: state.phase, state.set_phase)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, runner.stop.set)
@@ -98,9 +98,9 @@ def migrate_only(settings: Settings) -> int:
 
 
 async def serve(settings: Settings, sockets) -> int:
-    state = ServiceState("migrating" if settings.migrate == "auto" else "waiting")
+    state = ServiceState(Phase.MIGRATING if settings.migrate == "auto" else Phase.WAITING)
     try:
-        runner = MigrationRunner(settings, state)
+        runner = MigrationRunner(settings, lambda: state.phase, state.set_phase)
     except CommandError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
@@ -132,12 +132,12 @@ async def serve(settings: Settings, sockets) -> int:
         await startup
     except Interrupted as exc:
         log.info("%s", exc)
-    except MigrationError as exc:
+    except ServiceError as exc:
         log.error("%s", exc)
-        exit_code = EXIT_FAILED
+        exit_code = outcome(exc).exit_status
     except Exception as exc:
         log.debug("startup failed", exc_info=True)
-        log.error("startup failed: %s", describe(exc, settings))
+        log.error("startup failed: %s", describe(exc, settings.database_url))
         exit_code = EXIT_FAILED
     else:
         await stopping
@@ -156,7 +156,7 @@ async def bring_to_head(settings: Settings, runner: MigrationRunner, state: Serv
         await runner.upgrade()
     else:
         await wait_for_head(runner, state)
-    state.set_phase("ready")
+    state.set_phase(Phase.READY)
     log.info("ready")
 
 
@@ -166,16 +166,16 @@ async def wait_for_head(runner: MigrationRunner, state: ServiceState) -> None:
         try:
             status = await runner.status()
         except UnknownRevision as exc:
-            state.set_phase("waiting")
+            state.set_phase(Phase.WAITING)
             message = str(exc)
-        except MigrationError as exc:
-            state.set_phase("unavailable")
+        except ServiceError as exc:
+            state.set_phase(Phase.UNAVAILABLE)
             message = str(exc)
         else:
             if status.at_head:
                 return
-            if state.phase != "failed":  # an admin-triggered upgrade failed: say so until one succeeds
-                state.set_phase("waiting")
+            if state.phase != Phase.FAILED:  # an admin-triggered upgrade failed: say so until one succeeds
+                state.set_phase(Phase.WAITING)
             message = f"waiting for the database to reach head; pending: {', '.join(r.id for r in status.pending)}"
         if message != reported:
             log.warning("%s", message)

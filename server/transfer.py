@@ -35,8 +35,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from server.db import CONNECT_TIMEOUT
-from server.main import configure_logging
-from server.migrator import MigrationError, Migrator, describe
+from server.errors import ServiceError as MigrationError
+from server.errors import describe
+from server.logs import configure_logging
+from server.migrations import Migrator
 from server.models import Base
 from server.settings import Settings, SettingsError, load_settings
 
@@ -627,7 +629,7 @@ class Transfer:
             self.interrupt.stop_here()  # the upgrade stopped between revisions for a signal
             raise TransferError(f"{side}: {exc}") from None
         except (DBAPIError, sqlite3.Error, OSError) as exc:
-            raise TransferError(f"{side}: {describe(exc, getattr(self, side))}") from None
+            raise TransferError(f"{side}: {describe(exc, getattr(self, side).database_url)}") from None
 
     async def _connect(self) -> asyncpg.Connection:
         try:
@@ -637,7 +639,7 @@ class Transfer:
                 server_settings={"application_name": f"server.transfer pid {os.getpid()}"},
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise TransferError(f"target unreachable: {describe(exc, self.target)}") from None
+            raise TransferError(f"target unreachable: {describe(exc, self.target.database_url)}") from None
         # Timestamps travel as microsecond counts: see _to_microseconds.
         for type_name in ("timestamptz", "timestamp"):
             await connection.set_type_codec(
@@ -668,7 +670,7 @@ class Transfer:
                 await asyncio.wait_for(transaction.rollback(), 5)
             if isinstance(exc, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
                 raise TransferError(
-                    f"target: {describe(exc, self.target)}; rolled back, the target is as it was"
+                    f"target: {describe(exc, self.target.database_url)}; rolled back, the target is as it was"
                 ) from None
             raise
         rows = sum(f.source_rows for f in self.figures)
@@ -887,7 +889,7 @@ async def run(transfer: Transfer) -> int:
         return EXIT_FAILED
     except Exception as exc:  # a bug: still one line (the traceback at debug level), still nothing committed
         log.debug("transfer failed", exc_info=True)
-        log.error("transfer failed: %s", describe(exc, transfer.target))
+        log.error("transfer failed: %s", describe(exc, transfer.target.database_url))
         return EXIT_FAILED
     if interrupt.signum is not None:
         log.warning("%s came while committing: the transfer finished first", interrupt.name)

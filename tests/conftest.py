@@ -2,12 +2,17 @@
 
 import asyncio
 import concurrent.futures
+import contextlib
+import json
 import os
 import re
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,11 +25,13 @@ from sqlalchemy.engine import make_url
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from server.app import make_app
 from server.db import make_serving_engine, make_session_factory
-from server.migrator import Migrator
-from server.settings import ROOT, load_settings
-from server.state import ServiceState
+from server.errors import Phase
+from server.migrations import Migrator
+from server.migrations.upgrade import locked_session
+from server.settings import ENVIRONMENT_VARIABLES, ROOT, load_settings
+from server.web.app import make_app
+from server.web.state import ServiceState
 
 TEST_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
@@ -122,7 +129,7 @@ def migrated_url(database_url) -> str:
 
 @pytest.fixture
 def state() -> ServiceState:
-    return ServiceState("ready")
+    return ServiceState(Phase.READY)
 
 
 @pytest.fixture
@@ -284,23 +291,7 @@ class ServerProcess:
 
 def clean_environ(**overrides) -> dict:
     """The test's environment minus anything that would change the server's settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {
-            "ADDRESS",
-            "PORT",
-            "DATABASE_URL",
-            "PROCESSES",
-            "MIGRATE",
-            "MIGRATION_LOCK_TIMEOUT",
-            "DB_WAIT",
-            "DDL_LOCK_TIMEOUT",
-            "ADMIN_TOKEN",
-            "ALEMBIC_CONFIG",
-        }
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 
@@ -334,3 +325,167 @@ def run_alembic(*args: str, cwd: Path, timeout: float = 60, **environ) -> subpro
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+# --- reading a database beside the server ------------------------------------------------------------
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path:
+    return Path(make_url(url).database)
+
+
+def query(url: str, sql: str, *params) -> list[tuple]:
+    """Rows of one statement run straight through the driver (committed); never creates an SQLite file.
+
+    Parameters are `?` on SQLite and `$1` on PostgreSQL."""
+    if is_sqlite(url):
+        assert sqlite_path(url).exists(), f"no SQLite file at {sqlite_path(url)}"
+        with contextlib.closing(sqlite3.connect(sqlite_path(url), timeout=30)) as connection:
+            rows = connection.execute(sql, params).fetchall()
+            connection.commit()
+            return [tuple(row) for row in rows]
+
+    async def run():
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            return [tuple(row) for row in await connection.fetch(sql, *params)]
+        finally:
+            await connection.close()
+
+    return run_async(run)
+
+
+def versions(url: str) -> list[str]:
+    return sorted(row[0] for row in query(url, "SELECT version_num FROM alembic_version"))
+
+
+def table_names(url: str) -> set[str]:
+    if is_sqlite(url):
+        return {name for (name,) in query(url, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return {name for (name,) in query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def column_names(url: str, table: str) -> list[str]:
+    if is_sqlite(url):
+        return [row[1] for row in query(url, f"PRAGMA table_info({table})")]
+    sql = (
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position"
+    )
+    return [name for (name,) in query(url, sql, table)]
+
+
+def upgrade_in_process(url: str) -> None:
+    in_thread(Migrator(make_settings(url)).upgrade)
+
+
+# --- waiting, logs, responses ------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """predicate's first true value, polled until timeout; else an AssertionError naming what."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_for_log(server, needle: str, timeout: float = 30) -> None:
+    def seen():
+        if server.process.poll() is not None and needle not in server.log:
+            raise AssertionError(f"server exited {server.process.returncode} before logging {needle!r}:\n{server.log}")
+        return needle in server.log
+
+    try:
+        wait_for(seen, timeout, repr(needle))
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{server.log}") from None
+
+
+def error_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if " ERROR " in line]
+
+
+def assert_clean(log: str) -> None:
+    assert "Traceback" not in log, log
+    assert not error_lines(log), log
+
+
+def assert_one_clear_error(server, *words: str) -> str:
+    """Exactly one ERROR line, naming each of words, and no traceback anywhere."""
+    errors = error_lines(server.log)
+    assert len(errors) == 1, server.log
+    for word in words:
+        assert word in errors[0], server.log
+    assert "Traceback" not in server.log, server.log
+    return errors[0]
+
+
+def json_of(response) -> object:
+    status, body, headers = response
+    assert headers.get("Content-Type", "").startswith("application/json"), (status, body, dict(headers))
+    return json.loads(body)
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- holding things other processes wait for -----------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held_in_thread(make_context, limit: float = 60.0):
+    """Enter an async context manager on a thread and event loop of its own; leave it when the block ends."""
+    entered, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    async def hold():
+        async with make_context():
+            entered.set()
+            deadline = time.monotonic() + limit  # bounded even if the test forgets to release
+            while not release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+
+    def run():
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:  # handed to the test below, never left as an unhandled thread error
+            errors.append(exc)
+        finally:
+            entered.set()
+
+    thread = threading.Thread(target=run, name="holder", daemon=True)
+    thread.start()
+    try:
+        assert entered.wait(30), "the holder did not get hold within 30 s"
+        assert not errors, errors
+        yield
+    finally:
+        release.set()
+        thread.join(30)
+    assert not thread.is_alive(), "the holder did not let go within 30 s"
+    assert not errors, errors
+
+
+def migration_lock_held(url: str, label: str = "test holder"):
+    """Hold url's migration lock as another migrator would (this pid, the label), until the block ends."""
+    return held_in_thread(lambda: locked_session(make_settings(url), label=label))
+
+
+def holder_name(url: str, label: str, pid: int) -> str:
+    """How a waiter names the migrator holding the lock: its PostgreSQL application name, or the lock file."""
+    if not is_sqlite(url):
+        return f"({f'{label} on {socket.gethostname()} pid {pid}'[:63]})"
+    return f"pid {pid} on {socket.gethostname()}"

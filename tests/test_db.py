@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from conftest import make_settings
-from server.app import make_app
 from server.db import make_serving_engine, make_session_factory
+from server.web.app import make_app
 
 POOL = ("--pool-size=1", "--pool-max-overflow=0", "--pool-timeout=0.5")
 

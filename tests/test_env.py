@@ -1,22 +1,23 @@
 """alembic/env.py: Alembic run by hand targets the server's database and takes the server's migration lock."""
 
-import asyncio
-import concurrent.futures
-import contextlib
 import os
 import re
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
-from conftest import clean_environ, make_settings, run_alembic, run_async
-from server.migrator import make_migration_engine, migration_lock
+from conftest import (
+    clean_environ,
+    column_names,
+    is_sqlite,
+    migration_lock_held,
+    query,
+    run_alembic,
+    sqlite_path,
+    table_names,
+    versions,
+)
 from server.settings import ROOT
 
 # What a user types: the `alembic` console script of the environment the project is installed in.
@@ -34,85 +35,6 @@ def alembic_from_repo_root(*args: str, **environ) -> subprocess.CompletedProcess
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-
-
-def is_sqlite(database_url: str) -> bool:
-    return make_url(database_url).get_backend_name() == "sqlite"
-
-
-def sqlite_path(database_url: str) -> Path:
-    return Path(make_url(database_url).database)
-
-
-def fetch(database_url: str, sql: str) -> list[tuple]:
-    """Rows of one query, straight through the driver (never creating an absent SQLite file)."""
-    if is_sqlite(database_url):
-        assert sqlite_path(database_url).exists(), f"no SQLite file at {sqlite_path(database_url)}"
-        with contextlib.closing(sqlite3.connect(sqlite_path(database_url))) as connection:
-            rows = connection.execute(sql).fetchall()
-            connection.commit()
-            return [tuple(row) for row in rows]
-
-    async def query():
-        connection = await asyncpg.connect(database_url, timeout=10)
-        try:
-            return [tuple(row) for row in await connection.fetch(sql)]
-        finally:
-            await connection.close()
-
-    return run_async(query)
-
-
-def table_names(database_url: str) -> set[str]:
-    if is_sqlite(database_url):
-        return {name for (name,) in fetch(database_url, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return {name for (name,) in fetch(database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-
-
-def column_names(database_url: str, table: str) -> list[str]:
-    if is_sqlite(database_url):
-        return [row[1] for row in fetch(database_url, f"PRAGMA table_info({table})")]
-    sql = (
-        "SELECT column_name FROM information_schema.columns"
-        f" WHERE table_schema = 'public' AND table_name = '{table}' ORDER BY ordinal_position"
-    )
-    return [name for (name,) in fetch(database_url, sql)]
-
-
-def version(database_url: str) -> list[str]:
-    return [revision for (revision,) in fetch(database_url, "SELECT version_num FROM alembic_version")]
-
-
-@contextlib.contextmanager
-def migration_lock_held(database_url: str):
-    """Hold the database's migration lock as a migrating server does, in a thread, until the block ends."""
-    settings = make_settings(database_url)
-    acquired, release = threading.Event(), threading.Event()
-
-    async def hold():
-        engine = make_migration_engine(settings.database_url, label="test holder")
-        try:
-            async with migration_lock(engine, settings, threading.Event()):
-                acquired.set()
-                deadline = time.monotonic() + 60  # never outlive a test that forgot to release
-                while not release.is_set() and time.monotonic() < deadline:
-                    await asyncio.sleep(0.02)
-        finally:
-            await engine.dispose()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        holding = pool.submit(lambda: asyncio.run(hold()))
-        try:
-            deadline = time.monotonic() + 15
-            while not acquired.is_set() and not holding.done() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if holding.done():
-                holding.result()  # the holder's own error, if it failed
-            assert acquired.is_set(), "the test could not take the migration lock within 15 s"
-            yield
-        finally:
-            release.set()
-            holding.result(timeout=15)
 
 
 def wait_for_text(path: Path, pattern: str, process: subprocess.Popen, timeout: float) -> str:
@@ -137,7 +59,7 @@ def test_upgrade_head_by_hand_then_the_server_finds_it_at_head(database_url, sta
     current = alembic_from_repo_root("current", DATABASE_URL=database_url)
     assert current.returncode == 0, current.stderr
     assert current.stdout.strip() == "0002 (head)"
-    assert version(database_url) == ["0002"]
+    assert versions(database_url) == ["0002"]
     assert column_names(database_url, "my_table") == ["id", "name", "created_at"]
 
     server = start_server(DATABASE_URL=database_url)
@@ -163,13 +85,13 @@ def test_downgrade_base_by_hand_removes_everything_of_my_table(database_url, tmp
     assert downgraded.returncode == 0, downgraded.stderr
 
     assert table_names(database_url) <= {"alembic_version"}
-    assert version(database_url) == []
+    assert versions(database_url) == []
     if is_sqlite(database_url):
         # Batch mode's copy (_alembic_tmp_my_table) and indexes would be listed here too.
-        leftovers = fetch(database_url, "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        leftovers = query(database_url, "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
         assert leftovers == [("table", "alembic_version")]
     else:
-        relations = fetch(
+        relations = query(
             database_url,
             "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = 'public' ORDER BY c.relname",
@@ -181,14 +103,14 @@ def test_downgrade_base_by_hand_removes_everything_of_my_table(database_url, tmp
 
 def test_downgrade_one_by_hand_drops_created_at_and_keeps_the_rows(database_url, tmp_path):
     assert run_alembic("upgrade", "head", cwd=tmp_path, DATABASE_URL=database_url).returncode == 0
-    fetch(database_url, "INSERT INTO my_table (name) VALUES ('first'), ('second')")
+    query(database_url, "INSERT INTO my_table (name) VALUES ('first'), ('second')")
 
     downgraded = run_alembic("downgrade", "-1", cwd=tmp_path, DATABASE_URL=database_url)
     assert downgraded.returncode == 0, downgraded.stderr
 
-    assert version(database_url) == ["0001"]
+    assert versions(database_url) == ["0001"]
     assert column_names(database_url, "my_table") == ["id", "name"]
-    assert fetch(database_url, "SELECT id, name FROM my_table ORDER BY id") == [(1, "first"), (2, "second")]
+    assert query(database_url, "SELECT id, name FROM my_table ORDER BY id") == [(1, "first"), (2, "second")]
     if is_sqlite(database_url):
         assert table_names(database_url) == {"alembic_version", "my_table"}  # batch mode's copy is gone
 
@@ -204,7 +126,7 @@ def test_without_database_url_alembic_and_the_server_share_var_app_db_in_the_wor
     assert upgraded.returncode == 0, upgraded.stderr
     database = workdir / "var" / "app.db"
     assert database.is_file()
-    assert version(f"sqlite:///{database}") == ["0002"]
+    assert versions(f"sqlite:///{database}") == ["0002"]
 
     server = start_server(cwd=workdir)
     server.wait_ready()
@@ -262,7 +184,7 @@ def test_by_hand_alembic_logs_through_alembic_ini(sqlite_url, tmp_path):
     # alembic.ini's format, "LEVEL [logger] message", on stderr.
     assert re.search(r"^INFO  \[alembic\.runtime\.migration\] Running upgrade  -> 0001, create my_table$", log, re.M)
     assert re.search(r"^INFO  \[alembic\.runtime\.migration\] Running upgrade 0001 -> 0002, ", log, re.M), log
-    assert re.search(r"^INFO  \[server\.migrator\] took the migration lock", log, re.M), log
+    assert re.search(r"^INFO  \[server\.migrations\.lock\] took the migration lock", log, re.M), log
     assert "sqlalchemy.engine" not in log  # its logger stays at WARNING: no SQL echoed
 
     again = run_alembic("upgrade", "head", cwd=tmp_path, DATABASE_URL=sqlite_url)
@@ -316,7 +238,7 @@ def test_by_hand_alembic_waits_for_the_migration_lock_and_gives_up_at_the_timeou
             waiter.kill()
             waiter.wait(10)
     assert "Running upgrade 0001 -> 0002" in waiter_log.read_text()
-    assert version(database_url) == ["0002"]
+    assert versions(database_url) == ["0002"]
 
 
 def test_by_hand_a_lock_timeout_or_an_unreachable_database_is_one_line_not_a_traceback(sqlite_url, tmp_path):
@@ -354,7 +276,7 @@ def test_a_failing_revision_by_hand_leaves_the_database_at_the_last_good_one(dat
     failed = run_alembic("upgrade", "head", cwd=tmp_path, ALEMBIC_CONFIG=ini, DATABASE_URL=database_url)
     assert failed.returncode != 0, failed.stderr
     assert "Running upgrade 0002 -> 0003" in failed.stderr
-    assert version(database_url) == ["0002"]
+    assert versions(database_url) == ["0002"]
     assert table_names(database_url) == {"alembic_version", "my_table"}
     assert column_names(database_url, "my_table") == ["id", "name", "created_at"]
 

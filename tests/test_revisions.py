@@ -21,7 +21,8 @@ from sqlalchemy.pool import NullPool
 
 from conftest import make_settings, run_alembic, run_async
 from server.db import make_engine
-from server.migrator import VERSION_TABLE, make_alembic_config, make_migration_engine, run_locked
+from server.migrations import VERSION_TABLE, make_alembic_config
+from server.migrations.upgrade import HandedOver, locked_session
 from server.models import Base
 from server.settings import ROOT, normalize_database_url
 
@@ -47,15 +48,12 @@ def run_command(database_url: str, alembic_command, *args, on_version_apply=None
 
     def work(connection: sa.Connection) -> None:
         connection.commit()  # env.py must get a connection outside a transaction to commit per revision
-        config.attributes.update(connection=connection, on_version_apply=on_version_apply)
+        config.attributes["handed_over"] = HandedOver(connection, on_version_apply)
         alembic_command(config, *args)
 
     async def locked():
-        engine = make_migration_engine(settings.database_url, label="test_revisions")
-        try:
-            await run_locked(engine, settings, work)
-        finally:
-            await engine.dispose()
+        async with locked_session(settings, label="test_revisions") as connection:
+            await connection.run_sync(work)
 
     run_async(locked)
 

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from conftest import clean_environ, in_thread, make_settings, run_alembic, run_async
-from server.migrator import Migrator
+from server.migrations import Migrator
 from server.settings import ROOT
 
 HEAD = "0002"

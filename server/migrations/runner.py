@@ -8,18 +8,22 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from server.migrator import MigrationError, Migrator, RevisionFailed, Status, UpgradeResult
+from server.errors import Phase, ServiceError, outcome
+from server.migrations.status import Status
+from server.migrations.upgrade import Migrator, UpgradeResult
 from server.settings import Settings
-from server.state import ServiceState
 
 log = logging.getLogger("server")
 
 
 class MigrationRunner:
-    def __init__(self, settings: Settings, state: ServiceState):
-        self.state = state
+    """The migrator behind a one-thread executor, reporting its phase to whoever serves."""
+
+    def __init__(self, settings: Settings, phase: Callable[[], Phase], set_phase: Callable[[Phase], None]):
+        self.phase, self.set_phase = phase, set_phase
         self.migrator = Migrator(settings, on_phase=self._on_phase)
         # Revisions block, and one at a time is all a database takes anyway.
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator")
@@ -30,28 +34,28 @@ class MigrationRunner:
     async def status(self) -> Status:
         return await self._in_executor(self.migrator.status)
 
-    def _on_phase(self, phase: str) -> None:
+    def _on_phase(self, phase: Phase) -> None:
         # A serving process goes on serving while an admin-triggered upgrade runs beside it.
-        if not self.state.ready:
-            self.state.set_phase(phase)
+        if self.phase() != Phase.READY:
+            self.set_phase(phase)
 
     async def upgrade(self) -> UpgradeResult:
-        """Bring the database to head; the phase becomes ready, or failed if a revision failed."""
+        """Bring the database to head; the phase becomes ready, or what the error's family says."""
         started_at, started = datetime.now(UTC), time.monotonic()
-        phase_before = self.state.phase
+        phase_before = self.phase()
         self.running = True
         try:
             result = await self._in_executor(self.migrator.upgrade, self.stop)
-        except MigrationError as exc:
+        except ServiceError as exc:
             self.last_upgrade = _record(started_at, time.monotonic() - started, exc.applied, error=str(exc))
-            if not self.state.ready:
-                self.state.set_phase("failed" if isinstance(exc, RevisionFailed) else phase_before)
+            if self.phase() != Phase.READY:
+                self.set_phase(outcome(exc).phase or phase_before)
             raise
         finally:
             self.running = False
         self.last_upgrade = _record(started_at, result.seconds, result.applied, error=None)
         if result.status.at_head:
-            self.state.set_phase("ready")
+            self.set_phase(Phase.READY)
         if result.applied:
             log.info(
                 "upgraded to %s: applied %s in %.2f s",

@@ -5,6 +5,7 @@ from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.errors import DatabaseUnavailable
 from server.models import MyTable
 
 my_table = MyTable.__table__
@@ -27,11 +28,11 @@ async def fetch_page(connection: AsyncConnection, after: int, limit: int) -> lis
         rows = (await connection.execute(SELECT_PAGE, {"after": after, "limit": limit})).all()
         return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     # asyncpg's own prepared statement and records, on the pooled connection: SQLAlchemy's execution and
-    # result layers would add a tenth to the busiest request we serve (benchmarks/reads.py).
+    # result layers would add a visible share to the busiest request we serve (benchmarks/reads.py).
     raw = await connection.get_raw_connection()
     try:
         records = await raw.driver_connection.fetch(SELECT_PAGE_ASYNCPG, after, limit)
     except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError):
         await connection.invalidate()  # what SQLAlchemy does on a disconnect: the pool forgets this connection
-        raise
+        raise DatabaseUnavailable("database unavailable") from None
     return [dict(record) for record in records]

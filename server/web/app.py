@@ -5,11 +5,12 @@ import logging
 import tornado.log
 import tornado.web
 
-from server.admin import MigrationsHandler, UpgradeHandler
 from server.db import SessionFactory
-from server.handlers import LiveHandler, NotFoundHandler, ReadyHandler, RowsHandler
-from server.runner import MigrationRunner
-from server.state import ServiceState
+from server.migrations.runner import MigrationRunner
+from server.web.admin import MigrationsHandler, UpgradeHandler
+from server.web.handlers import NotFoundHandler, RowsHandler
+from server.web.health import LiveHandler, ReadyHandler
+from server.web.state import ServiceState
 
 
 def make_app(

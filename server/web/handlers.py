@@ -1,37 +1,30 @@
-"""HTTP handlers: JSON in, JSON out, errors as {"error": message}."""
+"""The JSON handler every endpoint builds on (errors as {"error": message}), and the table's endpoint."""
 
 import asyncio
 
-import asyncpg
 import orjson
 import tornado.log
 import tornado.web
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from server.db import SessionFactory
+from server.errors import DatabaseUnavailable
 from server.models import NAME_MAX_LENGTH
-from server.queries import COLUMNS, INSERT_ROW, fetch_page
-from server.state import ServiceState
+from server.web.queries import COLUMNS, INSERT_ROW, fetch_page
+from server.web.state import ServiceState
 
 PAGE_LIMIT_DEFAULT = 50
 PAGE_LIMIT_MAX = 1000
 ID_MAX = 2**31 - 1  # my_table.id is an INTEGER on PostgreSQL
 RETRY_AFTER_SECONDS = "2"
-READY_PING_TIMEOUT = 2.0
 DATABASE_DOWN = (
     DBAPIError,
     PoolTimeoutError,
     OSError,
     asyncio.TimeoutError,
-    # raised by the page read, which speaks to asyncpg directly (server/queries.py)
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
+    DatabaseUnavailable,  # the page read's own, from the driver's disconnect errors (web/queries.py)
 )
-
-SELECT_REVISION = text("SELECT version_num FROM alembic_version")
 
 
 class ApiError(tornado.web.HTTPError):
@@ -150,29 +143,6 @@ def parse_name(body: bytes) -> str:
     if "\x00" in name:
         raise ApiError(400, "name must not contain NUL")
     return name
-
-
-class LiveHandler(JsonHandler):
-    def get(self) -> None:
-        self.write_json({"status": "live"})
-
-
-class ReadyHandler(JsonHandler):
-    def initialize(self, state: ServiceState, session_factory: SessionFactory):
-        super().initialize(state)
-        self.session_factory = session_factory
-
-    async def get(self) -> None:
-        if not self.state.ready:
-            self.write_json({"status": self.state.phase}, status=503)
-            return
-        try:
-            async with self.session_factory() as session:
-                revisions = (await asyncio.wait_for(session.scalars(SELECT_REVISION), READY_PING_TIMEOUT)).all()
-        except DATABASE_DOWN:
-            self.write_json({"status": "unavailable"}, status=503)
-            return
-        self.write_json({"status": "ready", "revision": revisions[0] if len(revisions) == 1 else revisions})
 
 
 class NotFoundHandler(JsonHandler):

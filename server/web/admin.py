@@ -2,10 +2,10 @@
 
 import hmac
 
-from server.handlers import RETRY_AFTER_SECONDS, ApiError, JsonHandler
-from server.migrator import DatabaseUnavailable, Interrupted, LockTimeout, MigrationError, UnknownRevision
-from server.runner import MigrationRunner
-from server.state import ServiceState
+from server.errors import ServiceError, outcome
+from server.migrations.runner import MigrationRunner
+from server.web.handlers import RETRY_AFTER_SECONDS, ApiError, JsonHandler
+from server.web.state import ServiceState
 
 
 class AdminHandler(JsonHandler):
@@ -24,14 +24,18 @@ class AdminHandler(JsonHandler):
             raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
 
+def api_error(exc: ServiceError) -> ApiError:
+    """A migration failure as an HTTP answer, by the error table (server/errors.py)."""
+    answer = outcome(exc)
+    return ApiError(answer.http_status, str(exc), {"Retry-After": RETRY_AFTER_SECONDS} if answer.retry else None)
+
+
 class MigrationsHandler(AdminHandler):
     async def get(self) -> None:
         try:
             status = await self.runner.status()
-        except UnknownRevision as exc:
-            raise ApiError(409, str(exc)) from None
-        except MigrationError as exc:
-            raise ApiError(503, str(exc), {"Retry-After": RETRY_AFTER_SECONDS}) from None
+        except ServiceError as exc:
+            raise api_error(exc) from None
         self.write_json(
             {
                 "current": list(status.current),
@@ -48,13 +52,9 @@ class UpgradeHandler(AdminHandler):
     async def post(self) -> None:
         try:
             result = await self.runner.upgrade()
-        except (LockTimeout, DatabaseUnavailable, Interrupted) as exc:
-            raise ApiError(503, str(exc), {"Retry-After": RETRY_AFTER_SECONDS}) from None
-        except UnknownRevision as exc:
-            raise ApiError(409, str(exc)) from None
-        except MigrationError as exc:
-            # The failed revision rolled back; a server that was serving goes on serving.
-            raise ApiError(500, str(exc)) from None
+        except ServiceError as exc:
+            # A failed revision rolled back; a server that was serving goes on serving.
+            raise api_error(exc) from None
         self.write_json(
             {
                 "applied": [{"id": r.id, "message": r.message, "seconds": round(r.seconds, 3)} for r in result.applied],

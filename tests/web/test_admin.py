@@ -1,20 +1,19 @@
 """/admin/migrations: status and the HTTP-triggered upgrade, behind the bearer token."""
 
-import asyncio
 import logging
-import threading
 
 import orjson
 import pytest
 from sqlalchemy import text
 
-from conftest import in_thread, make_settings, run_async
-from server.app import make_app
+from conftest import in_thread, make_settings, migration_lock_held, run_async
 from server.db import make_engine, make_session_factory
-from server.migrator import Migrator, make_migration_engine, migration_lock
-from server.runner import MigrationRunner
+from server.errors import Phase
+from server.migrations import Migrator
+from server.migrations.runner import MigrationRunner
 from server.settings import normalize_database_url
-from server.state import ServiceState
+from server.web.app import make_app
+from server.web.state import ServiceState
 
 TOKEN = "t0ken-for-tests-only"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,14 +34,15 @@ def alembic_flags(request):
 
 @pytest.fixture
 def runner(database_url, alembic_flags, state):
-    runner = MigrationRunner(make_settings(database_url, "--migration-lock-timeout=1", *alembic_flags), state)
+    settings = make_settings(database_url, "--migration-lock-timeout=1", *alembic_flags)
+    runner = MigrationRunner(settings, lambda: state.phase, state.set_phase)
     yield runner
     runner.close()
 
 
 @pytest.fixture
 def state():
-    return ServiceState("waiting")  # as under --migrate=off with the database behind
+    return ServiceState(Phase.WAITING)  # as under --migrate=off with the database behind
 
 
 def test_waiting_for_the_lock_is_reported_as_migrating(database_url, state, runner):
@@ -122,29 +122,10 @@ async def test_status_then_upgrade_then_status(http_client, base_url, state):
 
 @pytest.mark.gen_test(timeout=30)
 async def test_upgrade_while_another_migrator_holds_the_lock_is_503(http_client, base_url, database_url, state):
-    held, release = threading.Event(), threading.Event()
-
-    async def hold_lock():
-        settings = make_settings(database_url)
-        engine = make_migration_engine(settings.database_url, label="test holder")
-        try:
-            async with migration_lock(engine, settings, threading.Event()):
-                held.set()
-                while not release.is_set():
-                    await asyncio.sleep(0.05)
-        finally:
-            await engine.dispose()
-
-    holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
-    holder.start()
-    try:
-        assert await asyncio.get_running_loop().run_in_executor(None, held.wait, 10)
+    with migration_lock_held(database_url):
         code, body, headers = await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
         assert code == 503 and "lock" in body["error"] and "Retry-After" in headers
-        assert state.phase == "waiting"  # back to what it was: nothing changed
-    finally:
-        release.set()
-        holder.join(10)
+        assert state.phase == Phase.WAITING  # back to what it was: nothing changed
     code, body, _ = await call(http_client, base_url, "GET", "/admin/migrations")
     assert "lock" in body["last_upgrade"]["error"] and body["current"] == []
 
@@ -181,7 +162,7 @@ async def test_failing_revision_is_500_and_the_server_keeps_serving(
 @pytest.fixture
 def ready_at_0002(database_url, state):
     in_thread(Migrator(make_settings(database_url)).upgrade)  # our head, without the failing extra
-    state.set_phase("ready")
+    state.set_phase(Phase.READY)
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -199,7 +180,7 @@ async def test_failing_revision_leaves_a_serving_server_serving(
 async def test_unknown_revision_in_the_database_is_409(http_client, base_url, database_url):
     in_thread(Migrator(make_settings(database_url)).upgrade)
     settings = make_settings(database_url)
-    engine = make_migration_engine(settings.database_url, label="test")
+    engine = make_engine(settings.database_url)
 
     async def corrupt():
         async with engine.begin() as conn:

@@ -14,10 +14,11 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from conftest import make_settings
-from server.app import make_app
 from server.db import make_engine, make_session_factory
+from server.errors import Phase
 from server.models import MyTable
-from server.state import ServiceState
+from server.web.app import make_app
+from server.web.state import ServiceState
 
 ID_MAX = 2**31 - 1
 HEAD_REVISION = "0002"
@@ -388,7 +389,7 @@ async def test_not_ready_data_endpoints_answer_503_with_retry_after(http_client,
     assert json_body(ready) == {"status": phase}
 
     # Back to ready: the refused POST stored nothing, and data is served again.
-    state.set_phase("ready")
+    state.set_phase(Phase.READY)
     assert await get_page(http_client, base_url) == {"items": [], "next": None}
     assert (await get(http_client, base_url, "/health/ready")).code == 200
 
@@ -404,7 +405,7 @@ async def test_every_kind_of_answer_leaves_no_request_in_flight(http_client, bas
     assert (await get(http_client, base_url, "/nope")).code == 404
     assert (await http_client.fetch(base_url + "/", method="DELETE", raise_error=False)).code == 405
     assert (await get(http_client, base_url, "/health/ready")).code == 200
-    state.set_phase("migrating")
+    state.set_phase(Phase.MIGRATING)
     assert (await get(http_client, base_url, "/")).code == 503
     assert (await get(http_client, base_url, "/health/ready")).code == 503
     assert state.in_flight == 0
@@ -426,7 +427,7 @@ def gone_base_url(io_loop, closed_port):
     """A ready app whose PostgreSQL database does not answer, served on its own port."""
     settings = make_settings(f"postgresql://postgres@127.0.0.1:{closed_port}/x")
     engine = make_engine(settings.database_url)
-    server = HTTPServer(make_app(make_session_factory(engine, settings), ServiceState("ready")))
+    server = HTTPServer(make_app(make_session_factory(engine, settings), ServiceState(Phase.READY)))
     sock, port = bind_unused_port()
     server.add_socket(sock)
     yield f"http://127.0.0.1:{port}"

@@ -1,0 +1,1 @@
+"""The HTTP side: the route table, the handlers, the probes, /admin, the process's phase."""
