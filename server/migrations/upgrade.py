@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from alembic import context as alembic_context  # the EnvironmentContext env.py runs in, while it does
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
@@ -108,6 +109,8 @@ class Migrator:
         # Read again under the lock: another process may have done the work while we waited.
         status = read_status(self.script, connection)
         connection.commit()  # env.py must get a connection outside a transaction to commit per revision
+        if status.pending:
+            before_first_revision(self.settings, self.script, connection, status)
         applied: list[AppliedRevision] = []
         retries_left, pause = self.settings.ddl_lock_retries, RETRY_PAUSE
         while status.pending:
@@ -133,6 +136,12 @@ class Migrator:
             status = read_status(self.script, connection)
             connection.commit()
         return applied, status
+
+
+def before_first_revision(settings: Settings, script: ScriptDirectory, connection: Connection, status: Status) -> None:
+    """Under the migration lock, before the first pending revision runs, on every path that upgrades
+    (server start, --migrate=only, the admin upgrade, `alembic upgrade` by hand): the steps that may
+    refuse to go on. The connection is outside a transaction and must be left so."""
 
 
 class _Run:
@@ -250,15 +259,39 @@ def run_online(config: Config, do_run_migrations: Callable[[Connection], None]) 
         do_run_migrations(handed.connection)
         return
     settings = config.attributes.get("settings") or load_settings(environ=None)
+    script = alembic_context.script  # env.py's EnvironmentContext has it loaded already
+
+    def upgrading_by_hand(connection: Connection) -> None:
+        status = read_status(script, connection)
+        connection.commit()
+        if status.pending and _is_upgrade(script, status):
+            before_first_revision(settings, script, connection, status)
+        do_run_migrations(connection)
 
     async def by_hand() -> None:
         async with locked_session(settings, label="alembic") as conn:
-            await conn.run_sync(do_run_migrations)
+            await conn.run_sync(upgrading_by_hand)
 
     try:
         asyncio.run(by_hand())
     except ServiceError as exc:
         raise CommandError(str(exc)) from None  # one line, as Alembic reports its own failures
+
+
+def _is_upgrade(script: ScriptDirectory, status: Status) -> bool:
+    """Whether env.py runs for an upgrade (not a downgrade, a stamp, a check): what lint and backup guard."""
+    command = getattr(alembic_context.config.cmd_opts, "cmd", None)
+    if command:  # the alembic command line
+        return command[0].__name__ == "upgrade"
+    # alembic.command.<name>(config, …) from Python: an upgrade when the destination lies ahead
+    destination = alembic_context.get_revision_argument()
+    if destination in ("head", "heads") or str(destination).startswith("+"):
+        return True
+    pending = {r.id for r in status.pending}
+    try:
+        return any(r.revision in pending for r in script.get_revisions(destination) if r is not None)
+    except CommandError:
+        return False
 
 
 def context_options(config: Config, connection: Connection) -> dict:
