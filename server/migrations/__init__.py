@@ -1,0 +1,1 @@
+"""Migrations: status, upgrade, lock, lint, backup."""
