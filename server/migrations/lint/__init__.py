@@ -8,7 +8,7 @@ from .capture import record_upgrade, sa_type_shape
 from .judge import Finding, Judge, TypeShape
 from .rules import ERROR, RULES
 
-__all__ = ["Finding", "RULES", "lint_revisions", "refusal"]
+__all__ = ["DIALECTS", "RULES", "Finding", "lint_revisions", "refusal"]
 
 DIALECTS = ("postgresql", "sqlite")
 
