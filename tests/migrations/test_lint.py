@@ -13,7 +13,12 @@ from test_revisions import on_connection, schema_of, upgrade
 
 from conftest import clean_environ
 from server.migrations.lint import RULES, lint_revisions, refusal
-from server.migrations.lint.capture import RecordingBatchOperations, installed_as_op, sqlite_batch_copies_table
+from server.migrations.lint.capture import (
+    RecordingBatchOperations,
+    installed_as_op,
+    is_read,
+    sqlite_batch_copies_table,
+)
 from server.models import Base
 from server.settings import ROOT
 
@@ -142,6 +147,27 @@ def test_lint_ignore_without_a_reason_is_refused(extra_revisions, reason):
     assert "lint-ignore-without-reason" in refusal(findings)
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        'op.create_primary_key("pk_events", "events", ["id"])',
+        'op.execute("ALTER TABLE events ADD PRIMARY KEY (id)")',
+        'op.execute("ALTER TABLE events ADD COLUMN id serial PRIMARY KEY")',
+    ],
+    ids=["op", "sql", "sql column"],
+)
+def test_a_primary_key_added_to_an_existing_table_is_refused(extra_revisions, code):
+    ini, add = extra_revisions
+    add("0003", "0002", f'op.execute("CREATE TABLE events AS SELECT 1 AS id")\n{code}')
+    add("0004", "0003", code.replace("events", "my_table"))
+
+    findings = lint(ini)
+
+    assert [(f.revision, f.rule) for f in findings if f.rule == "disallowed-unique-constraint"] == [
+        ("0004", "disallowed-unique-constraint")
+    ], [str(f) for f in findings]
+
+
 # --- new tables -----------------------------------------------------------------------------------------
 
 ON_NEW_TABLE_HARMLESS = [rule for rule in ERROR_RULES if rule != "ban-concurrent-index-creation-in-transaction"]
@@ -241,8 +267,9 @@ if count:
 """
 
 
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["idle connection", "connection in a transaction"])
 def test_a_revision_introspecting_with_get_bind_is_linted_against_the_database_and_changes_nothing(
-    database_url, extra_revisions
+    database_url, extra_revisions, in_transaction
 ):
     ini, add = extra_revisions
     add("0003", "0002", INTROSPECTING)
@@ -255,7 +282,15 @@ def test_a_revision_introspecting_with_get_bind_is_linted_against_the_database_a
 
     before = on_connection(database_url, snapshot)
     dialect = "sqlite" if database_url.startswith("sqlite") else "postgresql"
-    findings = on_connection(database_url, lambda connection: lint_revisions(pending(ini), dialect, connection))
+
+    def lint_on(connection):
+        if in_transaction:
+            connection.execute(sa.text("SELECT 1"))  # autobegins: the lint must then work in a savepoint
+        findings = lint_revisions(pending(ini), dialect, connection)
+        assert connection.in_transaction() == in_transaction
+        return findings
+
+    findings = on_connection(database_url, lint_on)
     after = on_connection(database_url, snapshot)
 
     assert after == before
@@ -264,6 +299,23 @@ def test_a_revision_introspecting_with_get_bind_is_linted_against_the_database_a
     assert unaccepted(findings) == {"adding-not-nullable-field", "ban-drop-column", "ban-drop-table"}
     dropped = next(f for f in findings if f.rule == "ban-drop-column")
     assert dropped.operation == "ALTER TABLE my_table DROP COLUMN name"
+
+
+@pytest.mark.parametrize(
+    "statement, read",
+    [
+        ("SELECT count(*) FROM my_table", True),
+        ('PRAGMA main.table_info("my_table")', True),
+        ("SHOW server_version", True),
+        ("WITH ids AS (SELECT id FROM my_table) SELECT * FROM ids", True),
+        ("PRAGMA journal_mode=WAL", False),
+        ("WITH gone AS (DELETE FROM my_table RETURNING id) SELECT * FROM gone", False),
+        ("EXPLAIN ANALYZE UPDATE my_table SET name = 'x'", False),
+        ("INSERT INTO my_table (id, name) VALUES (1, 'x')", False),
+    ],
+)
+def test_only_reads_sent_through_get_bind_run(statement, read):
+    assert is_read(statement) == read
 
 
 def test_without_a_database_get_bind_reads_the_given_schema(extra_revisions):

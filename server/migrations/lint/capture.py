@@ -18,7 +18,14 @@ POSTGRESQL_DIALECT = postgresql.dialect(paramstyle="numeric_dollar")
 
 # Statements op.get_bind() may run for real while a revision is linted: they only read.
 _READ = re.compile(r"^\s*(select|with|show|explain|values|pragma\s+[\w.]+\s*(\(|;|$))", re.IGNORECASE)
+_WRITES = re.compile(r"\b(insert|update|delete|merge)\b", re.IGNORECASE)
 _NO_OP = "SELECT 1 WHERE 1 = 0"
+CONSTRAINT_KINDS = (
+    (sa.ForeignKeyConstraint, "foreign key"),
+    (sa.CheckConstraint, "check"),
+    (sa.UniqueConstraint, "unique"),
+    (sa.PrimaryKeyConstraint, "primary key"),
+)
 
 
 @contextlib.contextmanager
@@ -158,12 +165,14 @@ class Recorder:
 
     def record_add_constraint(self, operation: ops.AddConstraintOp) -> None:
         constraint = operation.to_constraint(self.context)
+        kind = next((kind for type_, kind in CONSTRAINT_KINDS if isinstance(constraint, type_)), None)
         table = constraint.table.name
-        kind = {"foreignkey": "foreign key", "check": "check", "unique": "unique", "primary_key": "primary key"}
+        text = f"add {kind or type(constraint).__name__} {constraint.name or ''} ON {table}".replace("  ", " ")
+        if kind is None:
+            self.judge.unclassified(text)
+            return
         not_valid = bool(constraint.dialect_options["postgresql"].get("not_valid"))
-        name = constraint.name if isinstance(constraint.name, str) else ""
-        text = f"create_{operation.constraint_type} {name} ON {table}".replace("  ", " ")
-        self.judge.added_constraint(table, kind[operation.constraint_type], not_valid, False, text)
+        self.judge.added_constraint(table, kind, not_valid, False, text)
 
     def record_batch(self, table: str, recorded: list[ops.MigrateOperation], recreate: str) -> None:
         """The batch's operations, and on SQLite whether Alembic's batch mode copies the table to apply them."""
@@ -235,7 +244,14 @@ class RecordingOperations(Operations):
 
 
 def is_read(statement: str) -> bool:
-    return bool(_READ.match(statement)) and "=" not in statement.split(";")[0].lower().partition("pragma")[2]
+    """SELECT, SHOW, a PRAGMA query (not an assignment), a WITH or EXPLAIN that writes nothing."""
+    match = _READ.match(statement)
+    if not match:
+        return False
+    first = match.group(1).split()[0].lower()
+    if first == "pragma":
+        return "=" not in statement
+    return first not in ("with", "explain") or not _WRITES.search(statement)
 
 
 @contextlib.contextmanager

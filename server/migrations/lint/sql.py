@@ -62,6 +62,8 @@ def judge_sql(judge: Judge, sql: str) -> None:
 def judge_statement(judge: Judge, statement: ast.Node, text: str) -> None:
     if isinstance(statement, ast.CreateStmt):
         judge.created_table(statement.relation.relname)
+    elif isinstance(statement, ast.CreateTableAsStmt):
+        judge.created_table(statement.into.rel.relname)
     elif isinstance(statement, HARMLESS_STATEMENTS):
         pass
     elif isinstance(statement, ast.AlterTableStmt) and statement.objtype == ObjectType.OBJECT_TABLE:
