@@ -136,15 +136,32 @@ def test_lint_ignore_with_a_reason_accepts_the_finding(extra_revisions, rule, fo
     assert str(findings[0]).endswith("(accepted: the table is tiny)")
 
 
-@pytest.mark.parametrize("reason", ['""', '"  "', "None"])
-def test_lint_ignore_without_a_reason_is_refused(extra_revisions, reason):
+@pytest.mark.parametrize("reason", ['""', '"  "', "None"], ids=["empty", "blank", "None"])
+@pytest.mark.parametrize("rule", ERROR_RULES)
+def test_lint_ignore_without_a_reason_is_refused(extra_revisions, rule, reason):
     ini, add = extra_revisions
-    add("0003", "0002", upgrade_code("ban-drop-column", "op"), imports=f'lint_ignore = {{"ban-drop-column": {reason}}}')
+    add("0003", "0002", upgrade_code(rule, "op"), imports=f'lint_ignore = {{"{rule}": {reason}}}')
 
     findings = lint(ini)
 
-    assert unaccepted(findings) == {"ban-drop-column", "lint-ignore-without-reason"}
+    assert unaccepted(findings) == {rule, "lint-ignore-without-reason"}
     assert "lint-ignore-without-reason" in refusal(findings)
+
+
+@pytest.mark.parametrize(
+    "code, rule",
+    [
+        ('op.execute(sa.text("DROP TABLE my_table"))', "ban-drop-table"),
+        ('op.execute(sa.schema.DropTable(sa.Table("my_table", sa.MetaData())))', "ban-drop-table"),
+        ('op.execute(sa.text("ALTER TABLE my_table DROP COLUMN name WHERE :x").bindparams(x=1))', "unclassified-sql"),
+    ],
+    ids=["text", "construct", "not postgresql"],
+)
+def test_sqlalchemy_constructs_given_to_execute_are_compiled_for_postgresql_and_judged(extra_revisions, code, rule):
+    ini, add = extra_revisions
+    add("0003", "0002", code)
+
+    assert unaccepted(lint(ini)) == {rule}
 
 
 @pytest.mark.parametrize(
@@ -203,6 +220,7 @@ SAFE = {
     "concurrent index": "with op.get_context().autocommit_block():\n"
     '    op.create_index("ix_name", "my_table", ["name"], postgresql_concurrently=True)',
     "not valid check": 'op.create_check_constraint("ck_id", "my_table", "id > 0", postgresql_not_valid=True)',
+    "core update": 'op.execute(sa.table("my_table", sa.column("name")).update().values(name="x"))',
     "backfill": 'op.execute("UPDATE my_table SET name = upper(name) WHERE id < 1000")',
     "sql widening": 'op.execute("ALTER TABLE my_table ALTER COLUMN name TYPE varchar(80)")',
     "sql not valid then validate": 'op.execute("ALTER TABLE my_table ADD CONSTRAINT ck CHECK (id > 0) NOT VALID; '
