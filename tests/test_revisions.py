@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 from conftest import make_settings, run_alembic, run_async
 from server.db import make_engine
 from server.migrations import VERSION_TABLE, make_alembic_config
+from server.migrations.lint import DIALECTS, lint_revisions, refusal
 from server.migrations.upgrade import HandedOver, locked_session
 from server.models import Base
 from server.settings import ROOT, normalize_database_url
@@ -202,6 +203,17 @@ def test_base_to_head_in_one_go_applies_every_revision_in_order(database_url):
     run_command(database_url, command.upgrade, "heads", on_version_apply=on_version_apply)
     assert applied == REVISION_IDS
     assert on_connection(database_url, current_revisions) == set(SCRIPT.get_heads())
+
+
+# --- the lint ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("revision", REVISIONS, ids=REVISION_IDS)
+def test_revision_passes_the_lint(revision, dialect):
+    """Judged as if deployed alone, as `python -m server.lint --all` in CI: no unaccepted error."""
+    findings = lint_revisions([revision], dialect, each_alone=True, metadata=Base.metadata)
+    assert refusal(findings) is None, "\n".join(map(str, findings))
 
 
 # --- each revision up, down and up again ------------------------------------------------------------------

@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from server.db import make_engine
 from server.errors import Interrupted, Phase, RevisionFailed, ServiceError, describe, sqlstate
 from server.migrations.connect import connect, make_migration_engine
+from server.migrations.lint.enforce import enforce_lint
 from server.migrations.lock import migration_lock, still_holding
 from server.migrations.status import VERSION_TABLE, Revision, Status, make_alembic_config, read_status, status_of
 from server.settings import Settings, load_settings
@@ -142,6 +143,7 @@ def before_first_revision(settings: Settings, script: ScriptDirectory, connectio
     """Under the migration lock, before the first pending revision runs, on every path that upgrades
     (server start, --migrate=only, the admin upgrade, `alembic upgrade` by hand): the steps that may
     refuse to go on. The connection is outside a transaction and must be left so."""
+    enforce_lint(settings, script, connection, status)
 
 
 class _Run:

@@ -1,8 +1,9 @@
 """/admin: migration status and an HTTP-triggered upgrade, behind a bearer token."""
 
+import dataclasses
 import hmac
 
-from server.errors import ServiceError, outcome
+from server.errors import LintRefused, ServiceError, outcome
 from server.migrations.runner import MigrationRunner
 from server.web.handlers import RETRY_AFTER_SECONDS, ApiError, JsonHandler
 from server.web.state import ServiceState
@@ -27,7 +28,11 @@ class AdminHandler(JsonHandler):
 def api_error(exc: ServiceError) -> ApiError:
     """A migration failure as an HTTP answer, by the error table (server/errors.py)."""
     answer = outcome(exc)
-    return ApiError(answer.http_status, str(exc), {"Retry-After": RETRY_AFTER_SECONDS} if answer.retry else None)
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if answer.retry else None
+    details = None
+    if isinstance(exc, LintRefused):
+        details = {"findings": [dataclasses.asdict(finding) for finding in exc.findings]}
+    return ApiError(answer.http_status, str(exc), headers, details)
 
 
 class MigrationsHandler(AdminHandler):

@@ -28,12 +28,13 @@ DATABASE_DOWN = (
 
 
 class ApiError(tornado.web.HTTPError):
-    """An error answered as {"error": message}, with headers that survive send_error's clear()."""
+    """An error answered as {"error": message, **details}, with headers that survive send_error's clear()."""
 
-    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status_code: int, message: str, headers: dict[str, str] | None = None, details=None):
         super().__init__(status_code, "%s", message)
         self.message = message
         self.headers = headers or {}
+        self.details: dict = details or {}
 
 
 class JsonHandler(tornado.web.RequestHandler):
@@ -76,7 +77,8 @@ class JsonHandler(tornado.web.RequestHandler):
             message = exc.log_message % exc.args
         else:
             message = self._reason.lower()
-        self.finish(orjson.dumps({"error": message}))
+        details = exc.details if isinstance(exc, ApiError) else {}
+        self.finish(orjson.dumps({"error": message, **details}))
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, ApiError) and value.status_code < 500:

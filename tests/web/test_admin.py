@@ -6,7 +6,7 @@ import orjson
 import pytest
 from sqlalchemy import text
 
-from conftest import in_thread, make_settings, migration_lock_held, run_async
+from conftest import column_names, in_thread, make_settings, migration_lock_held, run_async, versions
 from server.db import make_engine, make_session_factory
 from server.errors import Phase
 from server.migrations import Migrator
@@ -26,9 +26,10 @@ def admin_token():
 
 @pytest.fixture
 def alembic_flags(request):
-    """Tests that use failing_revision get a runner whose history ends in it."""
-    if "failing_revision" in request.fixturenames:
-        return (f"--alembic-config={request.getfixturevalue('failing_revision')}",)
+    """Tests that use failing_revision or dangerous_revision get a runner whose history ends in it."""
+    for extra in ("failing_revision", "dangerous_revision"):
+        if extra in request.fixturenames:
+            return (f"--alembic-config={request.getfixturevalue(extra)}",)
     return ()
 
 
@@ -157,6 +158,25 @@ async def test_failing_revision_is_500_and_the_server_keeps_serving(
     assert body["current"] == ["0002"] and [p["id"] for p in body["pending"]] == ["0003"]
     assert [a["id"] for a in body["last_upgrade"]["applied"]] == ["0001", "0002"]
     assert "0003" in body["last_upgrade"]["error"]
+
+
+@pytest.fixture
+def dangerous_revision(extra_revisions):
+    ini, add = extra_revisions
+    add("0003", "0002", 'op.drop_column("my_table", "created_at")')
+    return ini
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_revision_the_lint_refuses_is_409_with_the_findings_and_nothing_runs(
+    http_client, base_url, dangerous_revision, ready_at_0002, state, database_url
+):
+    code, body, _ = await call(http_client, base_url, "POST", "/admin/migrations/upgrade")
+    assert code == 409 and "ban-drop-column" in body["error"] and "0003" in body["error"]
+    finding = next(f for f in body["findings"] if f["rule"] == "ban-drop-column")
+    assert (finding["revision"], finding["level"], finding["accepted"]) == ("0003", "error", None)
+    assert state.phase == Phase.READY  # a serving server goes on serving
+    assert versions(database_url) == ["0002"] and "created_at" in column_names(database_url, "my_table")
 
 
 @pytest.fixture
