@@ -1,10 +1,20 @@
 """Settings: flags beat the environment, the environment beats defaults; URLs normalised; bad input named."""
 
+import io
 from pathlib import Path
 
 import pytest
 
-from server.settings import SettingsError, load_settings, normalize_database_url
+from server.settings import (
+    ENVIRONMENT_VARIABLES,
+    ROOT,
+    SETTINGS,
+    SettingsError,
+    load_settings,
+    make_option_parser,
+    markdown_table,
+    normalize_database_url,
+)
 
 
 def test_defaults_are_the_embedded_sqlite_file_under_the_working_directory(tmp_path, monkeypatch):
@@ -115,3 +125,18 @@ def test_alembic_config_path_is_absolute(tmp_path, monkeypatch):
     assert load_settings(["--alembic-config=conf/alembic.ini"], environ={}).alembic_config == str(
         Path(tmp_path / "conf" / "alembic.ini")
     )
+
+
+def test_the_readme_table_is_the_one_the_settings_declare():
+    assert markdown_table() in (ROOT / "README.md").read_text()
+
+
+def test_every_declared_setting_is_a_field_and_a_flag_with_its_variable():
+    settings = load_settings([], environ={})
+    printed = io.StringIO()
+    make_option_parser().print_help(printed)
+    help_text = " ".join(printed.getvalue().split())  # --help wraps its lines
+    for setting in SETTINGS:
+        assert hasattr(settings, setting.field), setting
+        assert f"--{setting.flag} " in help_text and f"[{setting.env}]" in help_text, setting
+    assert set(ENVIRONMENT_VARIABLES) == {s.env for s in SETTINGS}

@@ -14,6 +14,8 @@ from conftest import (
 )
 from server.errors import LintRefused
 from server.migrations import Migrator
+from server.migrations.lint import RULES
+from server.settings import ROOT
 
 # One revision per error-level rule, each on my_table as it is at 0002 (an existing table, holding rows in
 # production). `runs` says whether PostgreSQL can apply it once accepted (CONCURRENTLY in a transaction cannot).
@@ -152,3 +154,9 @@ def test_a_downgrade_by_hand_is_not_linted(database_url, extra_revisions, tmp_pa
     down = run_alembic("downgrade", "-1", cwd=tmp_path, DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
     assert down.returncode == 0, down.stderr
     assert versions(database_url) == ["0002"]
+
+
+def test_the_readme_names_every_rule():
+    readme = (ROOT / "README.md").read_text()
+    for rule in RULES:
+        assert f"| `{rule}` |" in readme, rule

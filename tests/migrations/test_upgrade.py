@@ -2,6 +2,7 @@
 a killed lock holder, lock timeouts, --processes), always against real databases and real processes."""
 
 import contextlib
+import inspect
 import os
 import re
 import time
@@ -10,6 +11,7 @@ import urllib.request
 
 import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
 
 from conftest import (
     assert_clean,
@@ -307,3 +309,10 @@ def test_health_live_answers_quickly_all_through_a_slow_revision(database_url, e
     assert during[-1] < 0.5, figures
     server.wait_ready(timeout=30)
     assert server.stop() == 0, server.log
+
+
+def test_the_one_private_alembic_call_the_upgrade_makes_still_exists():
+    """run_upgrade calls ScriptDirectory._upgrade_revs(destination, current_rev), as command.upgrade does."""
+    upgrade_revs = getattr(ScriptDirectory, "_upgrade_revs", None)
+    assert upgrade_revs is not None, "Alembic removed ScriptDirectory._upgrade_revs: change run_upgrade"
+    assert list(inspect.signature(upgrade_revs).parameters)[:3] == ["self", "destination", "current_rev"]
