@@ -1,16 +1,25 @@
-"""Bringing a database to head safely: status, the lock, the upgrade, the runner off the event loop."""
+"""Bringing a database to head safely: status, the lock, the lint, the upgrade, the runner off the event loop.
 
-from server.migrations.status import VERSION_TABLE, Revision, Status, make_alembic_config
-from server.migrations.upgrade import AppliedRevision, Migrator, UpgradeResult, context_options, run_online
+Names are imported on first use: a start that finds the database at head never loads Alembic's runtime.
+"""
 
-__all__ = [
-    "VERSION_TABLE",
-    "AppliedRevision",
-    "Migrator",
-    "Revision",
-    "Status",
-    "UpgradeResult",
-    "context_options",
-    "make_alembic_config",
-    "run_online",
-]
+import importlib
+
+_HOMES = {
+    "VERSION_TABLE": "server.migrations.heads",
+    "Revision": "server.migrations.status",
+    "Status": "server.migrations.status",
+    "make_alembic_config": "server.migrations.status",
+    "AppliedRevision": "server.migrations.upgrade",
+    "Migrator": "server.migrations.upgrade",
+    "UpgradeResult": "server.migrations.upgrade",
+    "context_options": "server.migrations.upgrade",
+    "run_online": "server.migrations.upgrade",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'server.migrations' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -9,9 +9,8 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection
 
 from server.errors import UnknownRevision
+from server.migrations.heads import VERSION_TABLE
 from server.settings import Settings
-
-VERSION_TABLE = "alembic_version"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,40 @@
+"""The cheap read of the heads agrees with Alembic's own answer, and steps aside where it cannot be sure."""
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from server.migrations.heads import read_heads
+from server.settings import ROOT
+
+
+def alembic_heads(ini) -> frozenset[str]:
+    return frozenset(ScriptDirectory.from_config(Config(str(ini))).get_heads())
+
+
+def test_the_shipped_history_has_the_heads_alembic_finds():
+    ini = ROOT / "alembic.ini"
+    assert read_heads(str(ini)) == alembic_heads(ini) == {"0002"}
+
+
+def test_extra_version_locations_and_a_merge_agree_with_alembic(extra_revisions):
+    ini, add = extra_revisions
+    add("0003", "0002", "pass")
+    add("0004", "0002", "pass")
+    assert read_heads(str(ini)) == alembic_heads(ini) == {"0003", "0004"}
+    add("0005", ("0003", "0004"), "pass")
+    assert read_heads(str(ini)) == alembic_heads(ini) == {"0005"}
+
+
+def test_branch_labels_or_an_unreadable_file_leave_it_to_alembic(extra_revisions):
+    ini, add = extra_revisions
+    add("0003", "0002", "pass")
+    versions = next(p for p in ini.parent.iterdir() if p.name == "extra_versions")
+    text = (versions / "0003.py").read_text().replace("branch_labels = None", "branch_labels = ('feature',)")
+    (versions / "0003.py").write_text(text)
+    assert read_heads(str(ini)) is None
+    (versions / "0003.py").write_text("revision = compute()\n")
+    assert read_heads(str(ini)) is None
+
+
+def test_a_missing_ini_is_left_to_alembic(tmp_path):
+    assert read_heads(str(tmp_path / "nope.ini")) is None
