@@ -26,6 +26,8 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from server.settings import ENVIRONMENT_VARIABLES
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DEFAULT_POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -33,22 +35,8 @@ DB_PREFIX = "bench_"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 LISTENING = re.compile(rb"listening on http://[^:\s]+:(\d+)")
 
-# Everything that would change the server's settings behind the benchmark's back.
-SERVER_VARIABLES = {
-    "ADDRESS",
-    "PORT",
-    "DATABASE_URL",
-    "PROCESSES",
-    "MIGRATE",
-    "MIGRATION_LOCK_TIMEOUT",
-    "DB_WAIT",
-    "DDL_LOCK_TIMEOUT",
-    "ADMIN_TOKEN",
-    "ALEMBIC_CONFIG",
-    "POOL_SIZE",
-    "POOL_MAX_OVERFLOW",
-    "POOL_TIMEOUT",
-}
+# Everything that would change the server's settings behind the benchmark's back: every declared setting.
+SERVER_VARIABLES = frozenset(ENVIRONMENT_VARIABLES)
 
 
 class BenchError(Exception):
