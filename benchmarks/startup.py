@@ -54,42 +54,7 @@ Verdict = tuple[str, float, float, str]  # title, ratio, goal, "met" | "MISSED"
 Report = tuple[list[str], Verdict]
 
 # The baseline: what any Tornado service on SQLAlchemy's asyncio engine pays to start, and no more.
-BARE_SERVER = '''\
-"""The bare baseline: create_async_engine, connect once, listen on port 0, answer 200 on /ready."""
-import asyncio
-import signal
-import sys
-
-import tornado.httpserver
-import tornado.netutil
-import tornado.web
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
-
-class ReadyHandler(tornado.web.RequestHandler):
-    def get(self):
-        self.write({"status": "ready"})
-
-
-async def main(url):
-    engine = create_async_engine(url)
-    async with engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/(?:health/)?ready", ReadyHandler)]))
-    server.add_sockets(sockets)
-    print(f"listening on http://127.0.0.1:{sockets[0].getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await stop.wait()
-    server.stop()
-    await engine.dispose()
-
-
-asyncio.run(main(sys.argv[1]))
-'''
+BARE_SERVER = Path(__file__).with_name("baselines") / "startup_bare.py"
 
 REVISION = '''\
 """benchmark revision {number} of {count}"""
@@ -151,8 +116,7 @@ class Bench:
         self.databases = databases
         self.workdir = workdir
         self.poll = args.poll_ms / 1000
-        self.bare_script = workdir / "bare_server.py"
-        self.bare_script.write_text(BARE_SERVER)
+        self.bare_script = BARE_SERVER
         self.last_run: list[tuple[Child, float]] = []  # the processes of the last ready_times, and when each was ready
 
     # --- what gets started --------------------------------------------------------------------------

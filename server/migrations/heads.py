@@ -10,8 +10,13 @@ import configparser
 import re
 from pathlib import Path
 
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 VERSION_TABLE = "alembic_version"  # where a database records its revision, as Alembic names it by default
 
+_SELECT_CURRENT = text(f"SELECT version_num FROM {VERSION_TABLE}")
 _ASSIGNMENT = re.compile(
     r"^(revision|down_revision|branch_labels|depends_on)\s*(?::[^=\n]+)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE
 )
@@ -64,3 +69,19 @@ def read_heads(alembic_ini: str) -> frozenset[str] | None:
     if not revisions or not parents <= revisions:
         return None
     return frozenset(revisions - parents)
+
+
+async def current_if_at_head(engine: AsyncEngine, alembic_ini: str) -> tuple[str, ...] | None:
+    """The database's revisions when they are exactly the heads of the files; None when anything differs,
+    cannot be read cheaply, or the database does not answer (the full migrator then looks closer)."""
+    heads = read_heads(alembic_ini)
+    if heads is None:
+        return None
+    if engine.dialect.name == "sqlite" and not Path(engine.url.database).exists():
+        return None  # connecting would create the file
+    try:
+        async with engine.connect() as connection:
+            current = (await connection.execute(_SELECT_CURRENT)).scalars().all()
+    except (OSError, TimeoutError, DBAPIError):
+        return None
+    return tuple(current) if set(current) == heads and len(current) == len(heads) else None

@@ -3,7 +3,9 @@
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from server.migrations.heads import read_heads
+from conftest import is_sqlite, make_settings, query, run_async, sqlite_path, upgrade_in_process
+from server.db import make_engine
+from server.migrations.heads import current_if_at_head, read_heads
 from server.settings import ROOT
 
 
@@ -38,3 +40,22 @@ def test_branch_labels_or_an_unreadable_file_leave_it_to_alembic(extra_revisions
 
 def test_a_missing_ini_is_left_to_alembic(tmp_path):
     assert read_heads(str(tmp_path / "nope.ini")) is None
+
+
+def test_current_if_at_head_agrees_with_the_migrator(database_url):
+    settings = make_settings(database_url)
+
+    async def ask():
+        engine = make_engine(settings.database_url)
+        try:
+            return await current_if_at_head(engine, settings.alembic_config)
+        finally:
+            await engine.dispose()
+
+    if is_sqlite(database_url):
+        sqlite_path(database_url).parent.mkdir(parents=True)
+    assert run_async(ask) is None  # empty: no version table yet
+    upgrade_in_process(database_url)
+    assert run_async(ask) == ("0002",)
+    query(database_url, "UPDATE alembic_version SET version_num = '0001'")
+    assert run_async(ask) is None
