@@ -479,6 +479,22 @@ def held_in_thread(make_context, limit: float = 60.0):
     assert not errors, errors
 
 
+def long_reader_of(url: str):
+    """A transaction reading my_table (ACCESS SHARE held), as a long report would."""
+
+    @contextlib.asynccontextmanager
+    async def hold():
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            async with connection.transaction():
+                await connection.execute("LOCK TABLE my_table IN ACCESS SHARE MODE")
+                yield
+        finally:
+            await connection.close()
+
+    return hold
+
+
 def migration_lock_held(url: str, label: str = "test holder"):
     """Hold url's migration lock as another migrator would (this pid, the label), until the block ends."""
     return held_in_thread(lambda: locked_session(make_settings(url), label=label))
