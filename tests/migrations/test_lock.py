@@ -82,22 +82,29 @@ def sleeping_backends(url: str) -> list[tuple]:
     )
 
 
+@pytest.fixture
+def recorded_0003(postgres_url, extra_revisions, tmp_path):
+    """A database at 0002, RECORDED_RUN pending as 0003: (RUN_LOG path, the migrators' environment)."""
+    upgrade_in_process(postgres_url)
+    ini, add = extra_revisions
+    add("0003", "0002", RECORDED_RUN, imports="import os")
+    run_log = tmp_path / "runs.log"
+    return run_log, dict(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), RUN_LOG=str(run_log))
+
+
 # --- the server closing idle sessions ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("second", ["server", "alembic"])
 def test_with_idle_session_timeouts_of_2_s_two_migrators_never_run_a_revision_at_once(
-    postgres_url, extra_revisions, start_server, tmp_path, second
+    postgres_url, recorded_0003, start_server, tmp_path, second
 ):
-    upgrade_in_process(postgres_url)
-    ini, add = extra_revisions
-    add("0003", "0002", RECORDED_RUN, imports="import os")
+    run_log, environ = recorded_0003
     # Every new session of the database is closed by the server after 2 s idle, in a transaction or not:
     # the migrator's session must turn both off for itself, or the lock would go with it mid-revision.
     set_on_database(postgres_url, "idle_session_timeout", "2s")
     set_on_database(postgres_url, "idle_in_transaction_session_timeout", "2s")
-    run_log = tmp_path / "runs.log"
-    environ = dict(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), RUN_LOG=str(run_log), SLOW_0003="5")
+    environ = dict(environ, SLOW_0003="5")
 
     first = start_server("--migrate=only", **environ)
     wait_for(lambda: runs_of(run_log), 30, "the first migrator inside 0003")
@@ -125,13 +132,9 @@ def test_with_idle_session_timeouts_of_2_s_two_migrators_never_run_a_revision_at
 
 @pytest.mark.parametrize("second", ["server", "alembic"])
 def test_sigkill_during_a_revisions_long_statement_then_a_restart_at_once_is_ready_within_20_s(
-    postgres_url, extra_revisions, start_server, tmp_path, second
+    postgres_url, recorded_0003, start_server, tmp_path, second
 ):
-    upgrade_in_process(postgres_url)
-    ini, add = extra_revisions
-    add("0003", "0002", RECORDED_RUN, imports="import os")
-    run_log = tmp_path / "runs.log"
-    environ = dict(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), RUN_LOG=str(run_log))
+    run_log, environ = recorded_0003
 
     killed = start_server(SLEEP_0003="60", **environ)
     wait_for(lambda: sleeping_backends(postgres_url), 30, "0003's pg_sleep(60) running")
