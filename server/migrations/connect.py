@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from server.db import WRITES, make_engine
+from server.db import make_engine
 from server.errors import DatabaseUnavailable, Phase, describe, sqlstate
 from server.settings import Settings
 
@@ -34,12 +34,10 @@ PERMANENT = {
 def make_migration_engine(url: URL, label: str) -> AsyncEngine:
     """An engine for migrating: no pool to outlive the work; named so a waiter can see who holds the lock.
 
-    Migrating writes: an SQLite file's directory is made if missing, and every transaction takes the
-    write lock up front."""
+    Migrating writes: an SQLite file's directory is made if missing."""
     options: dict = {"poolclass": NullPool}
     if url.get_backend_name() == "sqlite":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        options["execution_options"] = WRITES
     if url.get_backend_name() == "postgresql":
         name = f"{label} on {socket.gethostname()} pid {os.getpid()}"[:63]
         options["connect_args"] = {"server_settings": {"application_name": name}}
