@@ -14,6 +14,10 @@ from server.settings import Settings
 # asyncpg would otherwise wait 60 s for a host that accepts TCP and never answers.
 CONNECT_TIMEOUT = 10.0
 SQLITE_BUSY_TIMEOUT = 30.0
+# Execution options of a transaction that will write. On SQLite it begins IMMEDIATE: a deferred transaction
+# that reads and then writes fails at once with "database is locked" beside another writer, since the busy
+# timeout does not cover upgrading its lock; IMMEDIATE takes the write lock up front, waiting its turn.
+WRITES = {"sqlite_begin": "BEGIN IMMEDIATE"}
 
 
 def make_engine(url: URL, **engine_options) -> AsyncEngine:
@@ -32,13 +36,21 @@ def make_engine(url: URL, **engine_options) -> AsyncEngine:
 def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:
     # Python's sqlite3 runs DDL outside any transaction, so a failing revision would stay half applied.
     # Taking BEGIN/COMMIT into our own hands makes each revision all or nothing, as on PostgreSQL.
+    read_only = engine.url.query.get("mode") == "ro"
+
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None
+        if not read_only:
+            # WAL: readers never wait for the writer, and it is the file's own setting, kept across opens
+            # (a no-op once set). A read-only connection could not set it and need not.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection):
-        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
 
 
 def make_serving_engine(settings: Settings) -> AsyncEngine:

@@ -29,13 +29,13 @@ from server.migrations import Migrator
 from server.migrations.runner import MigrationRunner
 from server.settings import Settings, load_settings
 from server.web.app import make_app
+from server.web.body_limit import DRAIN_LIMIT
 from server.web.state import ServiceState
 from server.workers import run_workers
 
 log = logging.getLogger("server")
 OFF_POLL_INTERVAL = 1.0
 SHUTDOWN_GRACE = 20.0  # in-flight requests get this long; below Kubernetes' default 30 s before SIGKILL
-MAX_BODY_SIZE = 64 * 1024  # a row is a 50-character name
 
 
 def main(argv: list[str]) -> int:
@@ -106,7 +106,7 @@ async def serve(settings: Settings, sockets) -> int:
         return EXIT_FAILED
     engine = make_serving_engine(settings)
     app = make_app(make_session_factory(engine, settings), state, runner, settings.admin_token)
-    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_SIZE)
+    server = tornado.httpserver.HTTPServer(app, max_body_size=DRAIN_LIMIT)
     server.add_sockets(sockets)
     log.info("listening on http://%s:%d", settings.address, sockets[0].getsockname()[1])
 

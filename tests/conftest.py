@@ -490,6 +490,22 @@ def held_in_thread(make_context, limit: float = 60.0):
     assert not errors, errors
 
 
+def long_reader_of(url: str):
+    """A transaction reading my_table (ACCESS SHARE held), as a long report would."""
+
+    @contextlib.asynccontextmanager
+    async def hold():
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            async with connection.transaction():
+                await connection.execute("LOCK TABLE my_table IN ACCESS SHARE MODE")
+                yield
+        finally:
+            await connection.close()
+
+    return hold
+
+
 def migration_lock_held(url: str, label: str = "test holder"):
     """Hold url's migration lock as another migrator would (this pid, the label), until the block ends."""
     return held_in_thread(lambda: locked_session(make_settings(url), label=label))
@@ -500,3 +516,46 @@ def holder_name(url: str, label: str, pid: int) -> str:
     if not is_sqlite(url):
         return f"({f'{label} on {socket.gethostname()} pid {pid}'[:63]})"
     return f"pid {pid} on {socket.gethostname()}"
+
+
+# --- write load ----------------------------------------------------------------------------------------
+
+
+class Writers:
+    """Clients POSTing rows to a server from threads of their own, one connection a request, until
+    stopped (or limit seconds pass): their answers, by status."""
+
+    def __init__(self, server, clients: int, limit: float = 60.0):
+        self.server, self.limit = server, limit
+        self.statuses: dict[int | str, int] = {}
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+        self.threads = [threading.Thread(target=self.write, args=(i,), daemon=True) for i in range(clients)]
+
+    def write(self, client: int) -> None:
+        deadline = time.monotonic() + self.limit
+        sent = 0
+        while not self.stopped.is_set() and time.monotonic() < deadline:
+            body = json.dumps({"name": f"client {client} row {sent}"}).encode()
+            try:
+                status = self.server.request("POST", "/", body, {"Content-Type": "application/json"}, timeout=60)[0]
+            except OSError as exc:  # a refused or reset connection counts as an answer of its own
+                status = type(exc).__name__
+            sent += 1
+            with self.lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def __enter__(self) -> "Writers":
+        for thread in self.threads:
+            thread.start()
+        wait_for(lambda: sum(self.statuses.values()) >= len(self.threads), 30, "the writers' first answers")
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(self.limit + 70)
+        assert not any(thread.is_alive() for thread in self.threads), "a writer did not stop"
+
+    @property
+    def created(self) -> int:
+        return self.statuses.get(201, 0)

@@ -36,7 +36,10 @@ def table_locked(migrated_url):
 
     def hold_sqlite():
         connection = sqlite3.connect(make_url(migrated_url).database, isolation_level=None)
-        connection.execute("BEGIN EXCLUSIVE")  # rollback-journal mode: readers wait on it
+        # The server's file is in WAL mode, where readers never wait for a writer; a connection in exclusive
+        # locking mode keeps every other connection out until it closes.
+        connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+        connection.execute("BEGIN EXCLUSIVE")
         held.set()
         release.wait(30)
         connection.execute("ROLLBACK")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import assert_clean, clean_environ, is_alive, wait_for
+from conftest import Writers, assert_clean, clean_environ, is_alive, query, wait_for
 from server.settings import ROOT
 
 
@@ -55,6 +55,20 @@ def test_processes_workers_migrate_once_serve_and_stop_together(database_url, pr
 
         assert server.stop(timeout=30) == 0, server.log
         assert not [pid for pid in pids if is_alive(pid)], server.log
+        assert_clean(server.log)
+
+
+def test_processes_2_on_sqlite_take_16_writing_clients_without_an_error(sqlite_url, start_server):
+    server = start_server("--processes=2", DATABASE_URL=sqlite_url)
+    with killing_leftover_workers(server):
+        wait_for(lambda: len(set(ready_pids(server.log))) >= 2, 60, "2 workers ready")
+
+        with Writers(server, clients=16) as writers:
+            wait_for(lambda: writers.created >= 400, 60, "400 rows written")
+
+        assert set(writers.statuses) == {201}, writers.statuses
+        assert query(sqlite_url, "SELECT count(*) FROM my_table") == [(writers.created,)]
+        assert server.stop(timeout=30) == 0, server.log
         assert_clean(server.log)
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.db import WRITES
 from server.errors import DatabaseUnavailable, Interrupted, LockLost, LockTimeout, describe
 from server.migrations.status import VERSION_TABLE
 from server.settings import Settings
@@ -59,6 +60,9 @@ async def migration_lock(conn: AsyncConnection, settings: Settings, stop: thread
             yield
     else:
         async with _file_lock(lock_file_path(conn.engine.url.database), settings, stop):
+            # Under the lock every transaction may write: it takes SQLite's write lock up front. (Before it,
+            # the status read stays deferred: it must not queue behind a running revision's write lock.)
+            await conn.execution_options(**WRITES)
             yield
 
 

@@ -268,7 +268,11 @@ def run_online(config: Config, do_run_migrations: Callable[[Connection], None]) 
         connection.commit()
         if status.pending and _is_upgrade(script, status):
             before_first_revision(settings, script, connection, status)
-        do_run_migrations(connection)
+        event.listen(connection, "begin", still_holding)  # before each revision, as the server does
+        try:
+            do_run_migrations(connection)
+        finally:
+            event.remove(connection, "begin", still_holding)
 
     async def by_hand() -> None:
         async with locked_session(settings, label="alembic") as conn:

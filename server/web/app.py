@@ -8,6 +8,7 @@ import tornado.web
 from server.db import SessionFactory
 from server.migrations.runner import MigrationRunner
 from server.web.admin import MigrationsHandler, UpgradeHandler
+from server.web.body_limit import BodyLimit
 from server.web.handlers import NotFoundHandler, RowsHandler
 from server.web.health import LiveHandler, ReadyHandler
 from server.web.state import ServiceState
@@ -18,10 +19,10 @@ def make_app(
     state: ServiceState,
     runner: MigrationRunner | None = None,
     admin_token: str | None = None,
-) -> tornado.web.Application:
+) -> "Application":
     data = dict(state=state, session_factory=session_factory)
     admin = dict(state=state, runner=runner, admin_token=admin_token if runner else None)
-    return tornado.web.Application(
+    return Application(
         [
             (r"/", RowsHandler, data),
             (r"/health/live", LiveHandler, dict(state=state)),
@@ -33,6 +34,13 @@ def make_app(
         default_handler_args=dict(state=state),
         log_function=log_request,
     )
+
+
+class Application(tornado.web.Application):
+    """Tornado's Application, with every request's body held to BodyLimit."""
+
+    def start_request(self, server_conn, request_conn):
+        return BodyLimit(super().start_request(server_conn, request_conn), request_conn)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -8,7 +8,7 @@ import tornado.web
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from server.db import SessionFactory
+from server.db import WRITES, SessionFactory
 from server.errors import DatabaseUnavailable
 from server.models import NAME_MAX_LENGTH
 from server.web.queries import COLUMNS, INSERT_ROW, fetch_page
@@ -115,6 +115,7 @@ class RowsHandler(DataHandler):
     async def post(self) -> None:
         name = parse_name(self.request.body)
         async with self.session_factory() as session, session.begin():
+            await session.connection(execution_options=WRITES)
             row = (await session.execute(INSERT_ROW, {"name": name})).one()
         self.write_json(dict(zip(COLUMNS, row, strict=True)), status=201)
 

@@ -1,7 +1,6 @@
 """The migrator: status and upgrade in-process, and many migrators at once (processes, a manual alembic,
 a killed lock holder, lock timeouts, --processes), always against real databases and real processes."""
 
-import contextlib
 import inspect
 import os
 import re
@@ -9,7 +8,6 @@ import time
 import urllib.error
 import urllib.request
 
-import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
 
@@ -19,6 +17,7 @@ from conftest import (
     held_in_thread,
     holder_name,
     in_thread,
+    long_reader_of,
     make_settings,
     migration_lock_held,
     query,
@@ -43,22 +42,6 @@ RECORD_RUN = """
 
 
 # --- helpers -----------------------------------------------------------------------------------------
-
-
-def long_reader_of(url: str):
-    """A transaction reading my_table (ACCESS SHARE held), as a long report would."""
-
-    @contextlib.asynccontextmanager
-    async def hold():
-        connection = await asyncpg.connect(url, timeout=10)
-        try:
-            async with connection.transaction():
-                await connection.execute("LOCK TABLE my_table IN ACCESS SHARE MODE")
-                yield
-        finally:
-            await connection.close()
-
-    return hold
 
 
 # --- the Migrator, in-process ------------------------------------------------------------------------
@@ -209,13 +192,16 @@ def test_lock_timeout_exits_1_with_one_line_naming_the_lock(database_url, start_
 
 @pytest.mark.postgres
 def test_ddl_lock_timeout_fails_the_revision_behind_a_long_reader(postgres_url, extra_revisions, start_server):
+    # Without retries: the timeout alone (tests/migrations/test_lock.py has the retries).
     in_thread(Migrator(make_settings(postgres_url)).upgrade)
     ini, add = extra_revisions
     add("0003", "0002", 'op.add_column("my_table", sa.Column("note", sa.String(20)))')
 
     with held_in_thread(long_reader_of(postgres_url)):
         started = time.monotonic()
-        server = start_server(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), DDL_LOCK_TIMEOUT="1")
+        server = start_server(
+            DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), DDL_LOCK_TIMEOUT="1", DDL_LOCK_RETRIES="0"
+        )
         code = server.wait_exit(timeout=60)
         elapsed = time.monotonic() - started
 
@@ -239,11 +225,22 @@ def test_create_index_concurrently_runs_under_the_migration_lock(postgres_url, e
         """
         with op.get_context().autocommit_block():
             op.create_index("ix_my_table_name", "my_table", ["name"], postgresql_concurrently=True)
+            print("inside the autocommit block", flush=True)
+            time.sleep(float(os.environ.get("SLOW_0003", "0")))
         """,
+        imports="import os",
     )
 
-    server = start_server(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini))
+    server = start_server(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), SLOW_0003="4")
+    wait_for_log(server, "inside the autocommit block")
+    # Out of any transaction, the lock is still held: a second migrator waits rather than interleaving.
+    second = start_server(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini))
+    wait_for_log(second, "waiting for the migration lock, held by")
+    assert "applied revision 0003" not in server.log, server.log
     server.wait_ready(timeout=60)
+    second.wait_ready(timeout=60)
+    assert "applied revision 0003" not in second.log, second.log
+    assert_clean(second.log)
 
     valid = query(
         postgres_url,
