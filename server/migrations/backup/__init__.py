@@ -133,13 +133,18 @@ def take_snapshot(settings: Settings, revision: str) -> Snapshot:
 
 
 def _free_name(directory: Path, name: str, revision: str, taken_at: datetime.datetime, extension: str) -> Path:
-    # Two upgrades within one second (a downgrade and an upgrade by hand, say) get -1, -2, … after the stamp.
-    stem = f"{name}-{revision}-{taken_at.strftime(STAMP_FORMAT)}"
-    path, n = directory / f"{stem}{extension}", 0
-    while path.exists() or path.with_name(path.name + PARTIAL).exists():
-        n += 1
-        path = directory / f"{stem}-{n}{extension}"
-    return path
+    # Snapshots of one database within one second (a downgrade and an upgrade by hand, say) get -1, -2, …
+    # after the stamp, counted over every revision: (stamp, n) orders them, newest last.
+    stamp = taken_at.strftime(STAMP_FORMAT)
+    taken = [
+        int(match["n"] or 0)
+        for path in directory.iterdir()
+        if (match := SNAPSHOT_NAME.match(path.name.removesuffix(PARTIAL)))
+        and match["name"] == name
+        and match["stamp"] == stamp
+    ]
+    suffix = f"-{max(taken) + 1}" if taken else ""
+    return directory / f"{name}-{revision}-{stamp}{suffix}{extension}"
 
 
 def rotate(settings: Settings) -> None:
