@@ -194,12 +194,15 @@ def test_rotation_keeps_exactly_backup_keep_and_names_stay_unique_within_a_secon
     upgrade_in_process(sqlite_url)
     insert_names(sqlite_url)
     backups = default_backup_dir(sqlite_url, Path.cwd())
+    backups.mkdir()
+    crashed = backups / "app-0001-20260101T000000Z.db.partial"  # a snapshot a killed migrator left half-written
+    crashed.write_bytes(b"half")
     for number in range(3, 7):
         add(f"000{number}", f"000{number - 1}", f"op.execute(\"INSERT INTO my_table (name) VALUES ('r{number}')\")")
         migrator = Migrator(make_settings(sqlite_url, *flags))
         in_thread(migrator.upgrade)
         assert migrator.last_snapshot.revision == f"000{number - 1}"
-    # Four snapshots taken (before 0003 … 0006), the newest two kept.
+    # Four snapshots taken (before 0003 … 0006), the newest two kept; the partial one is gone.
     assert [p.name.split("-")[1] for p in snapshot_files(backups)] == ["0004", "0005"]
 
     settings = make_settings(sqlite_url, *flags, "--backup-keep=5")

@@ -3,6 +3,7 @@
 import dataclasses
 import datetime
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -127,6 +128,7 @@ def take_snapshot(settings: Settings, revision: str) -> Snapshot:
         if found != revision:
             raise BackupFailed(f"the snapshot holds revision {found or 'none'}, not {revision}")
         partial.rename(final)
+        _sync_directory(directory)  # the rename itself survives a power cut before the revisions commit
     finally:
         partial.unlink(missing_ok=True)
     return Snapshot(final, revision, taken_at, final.stat().st_size, time.monotonic() - started, rows)
@@ -147,14 +149,29 @@ def _free_name(directory: Path, name: str, revision: str, taken_at: datetime.dat
     return directory / f"{name}-{revision}-{stamp}{suffix}{extension}"
 
 
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def rotate(settings: Settings) -> None:
-    """Keep the newest --backup-keep snapshots of this database; a deletion that fails is only logged."""
-    for old in list_snapshots(settings)[settings.backup_keep :]:
+    """Keep the newest --backup-keep snapshots of this database, and drop partial ones a crash left behind
+    (under the migration lock no other snapshot of it is being written); a failed deletion is only logged."""
+    name = database_name(settings.database_url)
+    stale = [
+        path
+        for path in backup_dir(settings).glob(f"*{PARTIAL}")
+        if (match := SNAPSHOT_NAME.match(path.name.removesuffix(PARTIAL))) and match["name"] == name
+    ]
+    for old in [snapshot.path for snapshot in list_snapshots(settings)[settings.backup_keep :]] + stale:
         try:
-            old.path.unlink()
-            log.info("deleted old snapshot %s", old.path)
+            old.unlink()
+            log.info("deleted old snapshot %s", old)
         except OSError as exc:
-            log.warning("could not delete old snapshot %s: %s", old.path, exc.strerror or exc)
+            log.warning("could not delete old snapshot %s: %s", old, exc.strerror or exc)
 
 
 def check_snapshot(settings: Settings, path: Path) -> str:
