@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -336,6 +337,30 @@ def run_alembic(*args: str, cwd: Path, timeout: float = 60, **environ) -> subpro
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def run_backup(*args: str, cwd: Path, timeout: float = 60, **environ) -> subprocess.CompletedProcess:
+    """`python -m server.backup ARGS` as a user runs it: a subprocess in cwd, settings from environ."""
+    return subprocess.run(
+        [sys.executable, "-m", "server.backup", *args],
+        cwd=cwd,
+        env=clean_environ(PYTHONPATH=str(ROOT), **environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_dump_tools() -> None:
+    """pg_dump and pg_restore on PATH; skips without them (fails in CI, where .ci/run installs them)."""
+    missing = [tool for tool in ("pg_dump", "pg_restore") if shutil.which(tool) is None]
+    if missing:
+        reason = f"{' and '.join(missing)} not on PATH (apt-get install postgresql-client)"
+        if REQUIRE_POSTGRES or os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}, and this is CI", pytrace=False)
+        pytest.skip(reason)
 
 
 # --- reading a database beside the server ------------------------------------------------------------

@@ -31,6 +31,12 @@ class MigrationRunner:
         self.running = False
         self.last_upgrade: dict | None = None  # what GET /admin/migrations reports
 
+    @property
+    def last_snapshot(self) -> dict | None:
+        """The latest snapshot this process took before upgrading (GET /admin/migrations)."""
+        snapshot = self.migrator.last_snapshot
+        return snapshot.as_json() if snapshot else None
+
     async def status(self) -> Status:
         return await self._in_executor(self.migrator.status)
 

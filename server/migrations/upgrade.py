@@ -26,6 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from server.db import make_engine
 from server.errors import Interrupted, Phase, RevisionFailed, ServiceError, describe, sqlstate
+from server.migrations.backup import Snapshot, snapshot_before_upgrade
 from server.migrations.connect import connect, make_migration_engine
 from server.migrations.lint.enforce import enforce_lint
 from server.migrations.lock import migration_lock, still_holding
@@ -68,6 +69,7 @@ class Migrator:
         self.settings = settings
         self.on_phase = on_phase  # told UNAVAILABLE / MIGRATING as the work goes through them
         self.script = ScriptDirectory.from_config(make_alembic_config(settings))
+        self.last_snapshot: Snapshot | None = None  # the latest this migrator took, for GET /admin/migrations
 
     def status(self, wait: bool = False) -> Status:
         """Where the database stands, changing nothing (an absent SQLite file stays absent)."""
@@ -111,7 +113,9 @@ class Migrator:
         status = read_status(self.script, connection)
         connection.commit()  # env.py must get a connection outside a transaction to commit per revision
         if status.pending:
-            before_first_revision(self.settings, self.script, connection, status)
+            self.last_snapshot = before_first_revision(self.settings, self.script, connection, status) or (
+                self.last_snapshot
+            )
         applied: list[AppliedRevision] = []
         retries_left, pause = self.settings.ddl_lock_retries, RETRY_PAUSE
         while status.pending:
@@ -139,11 +143,14 @@ class Migrator:
         return applied, status
 
 
-def before_first_revision(settings: Settings, script: ScriptDirectory, connection: Connection, status: Status) -> None:
+def before_first_revision(
+    settings: Settings, script: ScriptDirectory, connection: Connection, status: Status
+) -> Snapshot | None:
     """Under the migration lock, before the first pending revision runs, on every path that upgrades
     (server start, --migrate=only, the admin upgrade, `alembic upgrade` by hand): the steps that may
     refuse to go on. The connection is outside a transaction and must be left so."""
-    enforce_lint(settings, script, connection, status)
+    enforce_lint(settings, script, connection, status)  # refuses first: a refused upgrade needs no snapshot
+    return snapshot_before_upgrade(settings, status)
 
 
 class _Run:

@@ -49,6 +49,7 @@ class MigrationsHandler(AdminHandler):
                 "state": self.state.phase,
                 "running": self.runner.running,
                 "last_upgrade": self.runner.last_upgrade,
+                "last_snapshot": self.runner.last_snapshot,
             }
         )
 
