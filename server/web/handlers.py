@@ -8,10 +8,10 @@ import tornado.web
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from server.db import WRITES, SessionFactory
+from server.db import SessionFactory
 from server.errors import DatabaseUnavailable
 from server.models import NAME_MAX_LENGTH
-from server.web.queries import COLUMNS, INSERT_ROW, fetch_page
+from server.web.queries import fetch_page, insert_row
 from server.web.state import ServiceState
 
 PAGE_LIMIT_DEFAULT = 50
@@ -114,10 +114,9 @@ class RowsHandler(DataHandler):
 
     async def post(self) -> None:
         name = parse_name(self.request.body)
-        async with self.session_factory() as session, session.begin():
-            await session.connection(execution_options=WRITES)
-            row = (await session.execute(INSERT_ROW, {"name": name})).one()
-        self.write_json(dict(zip(COLUMNS, row, strict=True)), status=201)
+        async with self.session_factory.connection() as connection:
+            row = await insert_row(connection, name)
+        self.write_json(row, status=201)
 
     def int_argument(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.get_query_argument(name, None, strip=False)

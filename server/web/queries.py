@@ -1,10 +1,11 @@
-"""The table's statements, built once from the models, and the page read at the driver's speed."""
+"""The table's statements, built once from the models, and run at the driver's speed."""
 
 import asyncpg
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.db import WRITES
 from server.errors import DatabaseUnavailable
 from server.models import MyTable
 
@@ -20,6 +21,10 @@ INSERT_ROW = insert(my_table).returning(my_table)
 _page_for_asyncpg = SELECT_PAGE.compile(dialect=asyncpg_dialect.dialect())
 assert _page_for_asyncpg.positiontup == ["after", "limit"], _page_for_asyncpg.positiontup
 SELECT_PAGE_ASYNCPG = str(_page_for_asyncpg)
+_insert_for_asyncpg = INSERT_ROW.compile(dialect=asyncpg_dialect.dialect(), column_keys=["name"])
+assert _insert_for_asyncpg.positiontup == ["name"], _insert_for_asyncpg.positiontup
+INSERT_ROW_ASYNCPG = str(_insert_for_asyncpg)
+DISCONNECTED = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
 
 
 async def fetch_page(connection: AsyncConnection, after: int, limit: int) -> list[dict]:
@@ -29,10 +34,26 @@ async def fetch_page(connection: AsyncConnection, after: int, limit: int) -> lis
         return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     # asyncpg's own prepared statement and records, on the pooled connection: SQLAlchemy's execution and
     # result layers would add a visible share to the busiest request we serve (benchmarks/reads.py).
+    records = await _on_driver(connection, "fetch", SELECT_PAGE_ASYNCPG, after, limit)
+    return [dict(record) for record in records]
+
+
+async def insert_row(connection: AsyncConnection, name: str) -> dict:
+    """Insert a row and return it as a dict, committed."""
+    if connection.dialect.name != "postgresql":
+        connection = await connection.execution_options(**WRITES)
+        async with connection.begin():
+            row = (await connection.execute(INSERT_ROW, {"name": name})).one()
+        return dict(zip(COLUMNS, row, strict=True))
+    # One statement on an autocommit connection: atomic by itself, one round trip (benchmarks/writes.py).
+    return dict(await _on_driver(connection, "fetchrow", INSERT_ROW_ASYNCPG, name))
+
+
+async def _on_driver(connection: AsyncConnection, method: str, statement: str, *args):
+    """A prepared statement run by asyncpg itself on the pooled connection (PostgreSQL only)."""
     raw = await connection.get_raw_connection()
     try:
-        records = await raw.driver_connection.fetch(SELECT_PAGE_ASYNCPG, after, limit)
-    except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError):
+        return await getattr(raw.driver_connection, method)(statement, *args)
+    except DISCONNECTED:
         await connection.invalidate()  # what SQLAlchemy does on a disconnect: the pool forgets this connection
         raise DatabaseUnavailable("database unavailable") from None
-    return [dict(record) for record in records]
