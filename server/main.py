@@ -7,7 +7,6 @@ import os
 import signal
 import time
 
-import tornado.httpserver
 import tornado.netutil
 from alembic.util.exc import CommandError
 
@@ -29,6 +28,7 @@ from server.migrations import Migrator
 from server.migrations.runner import MigrationRunner
 from server.settings import Settings, load_settings
 from server.web.app import make_app
+from server.web.connections import LISTEN_BACKLOG, make_http_server
 from server.web.state import ServiceState
 from server.workers import run_workers
 
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
             return check(settings)
         if settings.migrate == "only":
             return migrate_only(settings)
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.address)
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.address, backlog=LISTEN_BACKLOG)
     except (ServiceError, CommandError) as exc:
         log.error("%s", exc)
         return EXIT_FAILED
@@ -106,7 +106,7 @@ async def serve(settings: Settings, sockets) -> int:
         return EXIT_FAILED
     engine = make_serving_engine(settings)
     app = make_app(make_session_factory(engine, settings), state, runner, settings.admin_token)
-    server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_BODY_SIZE)
+    server = make_http_server(app, settings, MAX_BODY_SIZE)
     server.add_sockets(sockets)
     log.info("listening on http://%s:%d", settings.address, sockets[0].getsockname()[1])
 
@@ -143,6 +143,7 @@ async def serve(settings: Settings, sockets) -> int:
         await stopping
     log.info("shutting down")
     server.stop()
+    server.drain()  # no new request is read on any connection from here on
     await drain(state)
     await server.close_all_connections()
     await engine.dispose()
