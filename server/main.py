@@ -5,7 +5,6 @@ import contextlib
 import logging
 import os
 import signal
-import time
 
 import tornado.netutil
 from alembic.util.exc import CommandError
@@ -28,7 +27,7 @@ from server.migrations import Migrator
 from server.migrations.runner import MigrationRunner
 from server.settings import Settings, load_settings
 from server.web.app import make_app
-from server.web.connections import LISTEN_BACKLOG, make_http_server
+from server.web.connections import LISTEN_BACKLOG, GuardedHTTPServer, make_http_server
 from server.web.state import ServiceState
 from server.workers import run_workers
 
@@ -143,8 +142,7 @@ async def serve(settings: Settings, sockets) -> int:
         await stopping
     log.info("shutting down")
     server.stop()
-    server.drain()  # no new request is read on any connection from here on
-    await drain(state)
+    await drain(server)
     await server.close_all_connections()
     await engine.dispose()
     runner.close()
@@ -185,9 +183,8 @@ async def wait_for_head(runner: MigrationRunner, state: ServiceState) -> None:
     raise Interrupted("stopped on request while waiting for the database to reach head")
 
 
-async def drain(state: ServiceState) -> None:
-    deadline = time.monotonic() + SHUTDOWN_GRACE
-    while state.in_flight > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if state.in_flight:
-        log.warning("%d requests still running after %.0f s; closing them", state.in_flight, SHUTDOWN_GRACE)
+async def drain(server: GuardedHTTPServer) -> None:
+    """No new request is read on any connection; the ones in flight get SHUTDOWN_GRACE to answer."""
+    still_open = await server.drain(SHUTDOWN_GRACE)
+    if still_open:
+        log.warning("%d connections still busy after %.0f s; closing them", still_open, SHUTDOWN_GRACE)

@@ -441,10 +441,14 @@ def json_of(response) -> object:
 
 
 def is_alive(pid: int) -> bool:
+    """The process runs: a zombie (dead, not yet reaped by whoever adopted it) does not count."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
     return True
 
 

@@ -1,5 +1,6 @@
 """Connection limits: descriptors, idle and slow sockets, a cap that sheds idle connections, and a drain."""
 
+import asyncio
 import errno
 import logging
 import resource
@@ -192,13 +193,21 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
 
     # --- shutting down ---------------------------------------------------------------------------------
 
-    def drain(self) -> None:
-        """From now on no request is read: idle connections close now, busy ones after their response."""
+    async def drain(self, grace: float) -> int:
+        """Read no request from now on: idle connections close now, busy ones once their response is written.
+
+        Returns how many connections were still open when the grace ran out."""
         self.draining = True
         for server_conn in list(self._idle_since):
             self._close(server_conn)
         for request_conn in self._busy.values():
             close_after_response(request_conn)
+        deadline = time.monotonic() + grace
+        # A connection leaves _connections only once its last response is written (or it broke): waiting
+        # for handlers alone would close sockets whose answers are still in the send buffer.
+        while self._connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return len(self._connections)
 
 
 def close_after_response(request_conn: HTTP1Connection) -> None:
