@@ -2,13 +2,18 @@
 
 import contextlib
 import inspect
+import os
 import resource
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from tornado.http1connection import HTTP1Connection
 
+from server.settings import ROOT
 from server.web.connections import close_after_response, connection_cap
 
 FLOOD_SOCKETS = 1100
@@ -86,6 +91,63 @@ def test_an_idle_connection_is_closed_after_idle_timeout(start_server, sqlite_ur
         assert sock.recv(1) == b""  # the server closed it: end of stream
         assert time.monotonic() - started < 5
     assert server.stop() == 0, server.log
+
+
+# A GuardedHTTPServer with no cap of its own, in a process allowed 64 files: only EMFILE stops its accepts.
+OUT_OF_DESCRIPTORS_SERVER = """
+import asyncio, logging, resource, sys
+import tornado.netutil, tornado.web
+from server.web.connections import GuardedHTTPServer
+
+class Live(tornado.web.RequestHandler):
+    def get(self):
+        self.write("live")
+
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    server = GuardedHTTPServer(tornado.web.Application([("/", Live)]), max_connections=10**6)
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    print("port", sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(3600)
+
+logging.basicConfig(level=logging.INFO)
+asyncio.run(main())
+"""
+
+
+def test_out_of_descriptors_the_oldest_idle_connection_goes_and_accepting_never_spins(tmp_path):
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-c", OUT_OF_DESCRIPTORS_SERVER], stdout=subprocess.PIPE, stderr=log_file, cwd=ROOT
+        )
+    try:
+        port = int(process.stdout.readline().split()[1])
+        flood = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+        try:
+            time.sleep(1)
+            cpu_before = process_cpu_seconds(process.pid)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                probe.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert probe.recv(100).startswith(b"HTTP/1.1 200")
+            time.sleep(1)
+            assert process_cpu_seconds(process.pid) - cpu_before < 0.5  # not spinning on EMFILE
+        finally:
+            for sock in flood:
+                sock.close()
+    finally:
+        process.kill()
+        process.wait(10)
+        process.stdout.close()
+    log = log_path.read_text()
+    assert 1 <= len([line for line in log.splitlines() if "connection limit reached" in line]) <= 2, log
+    assert "Traceback" not in log and "Errno 24" not in log, log
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_the_cap_leaves_room_for_the_pool_and_the_process_itself():
