@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 
 from sqlalchemy import event
@@ -13,7 +14,7 @@ from server.settings import Settings
 
 # asyncpg would otherwise wait 60 s for a host that accepts TCP and never answers.
 CONNECT_TIMEOUT = 10.0
-SQLITE_BUSY_TIMEOUT = 30.0
+SQLITE_BUSY_TIMEOUT = 30.0  # a migrator may wait this long for a writer; a request waits --pool-timeout
 # Execution options of a transaction that will write. On SQLite it begins IMMEDIATE: a deferred transaction
 # that reads and then writes fails at once with "database is locked" beside another writer, since the busy
 # timeout does not cover upgrading its lock; IMMEDIATE takes the write lock up front, waiting its turn.
@@ -63,6 +64,10 @@ def make_serving_engine(settings: Settings) -> AsyncEngine:
         # round trips. (SQLite keeps its explicit BEGIN: it costs no round trip there.)
         options["isolation_level"] = "AUTOCOMMIT"
         options["pool_reset_on_return"] = None  # with no transaction there is nothing to roll back
+    else:
+        # sqlite3 blocks in its busy handler, where no cancellation reaches it (aiosqlite's thread runs on
+        # after asyncio gives up): the lock wait itself must be as short as a request may wait.
+        options["connect_args"] = {"timeout": settings.pool_timeout}
     return make_engine(settings.database_url, **options)
 
 
@@ -93,11 +98,21 @@ class SessionFactory:
             yield session
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[AsyncConnection]:
+    async def connection(self, lock_wait: float | None = None) -> AsyncIterator[AsyncConnection]:
         """A Core connection from the same pool, in the same queue: for a single statement, where a
-        session's unit-of-work bookkeeping would be a large share of the request (benchmarks/reads.py measures it)."""
+        session's unit-of-work bookkeeping would be a large share of the request (benchmarks/reads.py measures it).
+
+        lock_wait shortens SQLite's busy timeout for this use (asyncio's timeouts cannot interrupt it)."""
         async with self._turn(), self.engine.connect() as connection:
-            yield connection
+            if lock_wait is None or connection.dialect.name != "sqlite":
+                yield connection
+                return
+            previous = (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+            await connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(lock_wait * 1000)}")
+            try:
+                yield connection
+            finally:
+                await connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(previous)}")
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
@@ -109,3 +124,12 @@ class SessionFactory:
             yield
         finally:
             self.gate.release()
+
+
+def is_busy(exc: BaseException) -> bool:
+    """The database answered that what we need is locked (SQLite's SQLITE_BUSY or SQLITE_LOCKED)."""
+    cause = getattr(exc, "orig", None) or exc
+    code = getattr(cause, "sqlite_errorcode", None)
+    if code is None:  # aiosqlite raises sqlite3's own errors; SQLAlchemy's adapter keeps them as __cause__
+        code = getattr(cause.__cause__, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

@@ -5,9 +5,7 @@ import contextlib
 import logging
 import os
 import signal
-import time
 
-import tornado.httpserver
 import tornado.netutil
 from alembic.util.exc import CommandError
 
@@ -30,6 +28,7 @@ from server.migrations.runner import MigrationRunner
 from server.settings import Settings, load_settings
 from server.web.app import make_app
 from server.web.body_limit import DRAIN_LIMIT
+from server.web.connections import LISTEN_BACKLOG, GuardedHTTPServer, make_http_server
 from server.web.state import ServiceState
 from server.workers import run_workers
 
@@ -50,7 +49,7 @@ def main(argv: list[str]) -> int:
             return check(settings)
         if settings.migrate == "only":
             return migrate_only(settings)
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.address)
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.address, backlog=LISTEN_BACKLOG)
     except (ServiceError, CommandError) as exc:
         log.error("%s", exc)
         return EXIT_FAILED
@@ -106,7 +105,7 @@ async def serve(settings: Settings, sockets) -> int:
         return EXIT_FAILED
     engine = make_serving_engine(settings)
     app = make_app(make_session_factory(engine, settings), state, runner, settings.admin_token)
-    server = tornado.httpserver.HTTPServer(app, max_body_size=DRAIN_LIMIT)
+    server = make_http_server(app, settings, DRAIN_LIMIT)
     server.add_sockets(sockets)
     log.info("listening on http://%s:%d", settings.address, sockets[0].getsockname()[1])
 
@@ -143,7 +142,7 @@ async def serve(settings: Settings, sockets) -> int:
         await stopping
     log.info("shutting down")
     server.stop()
-    await drain(state)
+    await drain(server)
     await server.close_all_connections()
     await engine.dispose()
     runner.close()
@@ -184,9 +183,8 @@ async def wait_for_head(runner: MigrationRunner, state: ServiceState) -> None:
     raise Interrupted("stopped on request while waiting for the database to reach head")
 
 
-async def drain(state: ServiceState) -> None:
-    deadline = time.monotonic() + SHUTDOWN_GRACE
-    while state.in_flight > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if state.in_flight:
-        log.warning("%d requests still running after %.0f s; closing them", state.in_flight, SHUTDOWN_GRACE)
+async def drain(server: GuardedHTTPServer) -> None:
+    """No new request is read on any connection; the ones in flight get SHUTDOWN_GRACE to answer."""
+    still_open = await server.drain(SHUTDOWN_GRACE)
+    if still_open:
+        log.warning("%d connections still busy after %.0f s; closing them", still_open, SHUTDOWN_GRACE)

@@ -1,16 +1,22 @@
 """--processes: forked workers sharing the listening sockets, stopped together, never restarted in a loop.
 
 Tornado's fork_processes restarts crashed workers and leaves them running when the parent is signalled,
-so the parent here forwards SIGTERM/SIGINT to every worker and stops them all when one fails.
+so the parent here forwards SIGTERM/SIGINT to every worker and stops them all when one fails. A worker
+whose parent dies (even by SIGKILL) gets SIGTERM from the kernel and stops as it would on a signal.
 """
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
+import threading
 from collections.abc import Callable
 
 log = logging.getLogger("server")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_CHECK_INTERVAL = 1.0
 
 
 def run_workers(count: int, worker: Callable[[int], int]) -> int:
@@ -27,9 +33,11 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
 
     # Installed before forking, so no signal falls between a fork and its handler.
     previous = {signum: signal.signal(signum, stop_all) for signum in (signal.SIGTERM, signal.SIGINT)}
+    parent = os.getpid()
     for index in range(count):
         pid = os.fork()
         if pid == 0:
+            die_with_parent(parent)
             for signum in previous:
                 signal.signal(signum, signal.SIG_DFL)  # the worker's event loop installs its own
             code = 1
@@ -62,3 +70,21 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
     for signum, handler in previous.items():
         signal.signal(signum, handler)
     return exit_code
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked worker: be sent SIGTERM when the parent dies, by the kernel where it can, else by a watcher."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols, libc's prctl among them
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    # The watcher covers other systems, a failed prctl, and a parent that died before prctl ran.
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    stopped = threading.Event()
+    while os.getppid() == parent:
+        stopped.wait(PARENT_CHECK_INTERVAL)
+    log.warning("the --processes parent (pid %d) is gone; stopping", parent)
+    os.kill(os.getpid(), signal.SIGTERM)

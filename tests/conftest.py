@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -222,7 +223,7 @@ def extra_revisions(tmp_path):
 class ServerProcess:
     """`python run.py` in a directory of its own, its log in a file."""
 
-    def __init__(self, cwd: Path, args, env):
+    def __init__(self, cwd: Path, args, env, open_files: int | None = None):
         self.cwd = cwd
         self.log_path = cwd / f"server-{uuid.uuid4().hex[:6]}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - the process writes to it until kill()
@@ -233,6 +234,10 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # open_files: the server's soft and hard RLIMIT_NOFILE, as `ulimit -n` would set them
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files)))
+            if open_files
+            else None,
         )
         self.port = None
 
@@ -310,13 +315,14 @@ def clean_environ(**overrides) -> dict:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """start_server(*flags, cwd=None, **environment) -> ServerProcess; every one is killed at teardown."""
+    """start_server(*flags, cwd=None, open_files=None, **environment) -> ServerProcess; every one is killed
+    at teardown."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, cwd: Path | None = None, **environ) -> ServerProcess:
+    def start(*args: str, cwd: Path | None = None, open_files: int | None = None, **environ) -> ServerProcess:
         workdir = cwd or tmp_path
         workdir.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess(workdir, ["--port=0", *args], clean_environ(**environ))
+        server = ServerProcess(workdir, ["--port=0", *args], clean_environ(**environ), open_files)
         started.append(server)
         return server
 
@@ -471,10 +477,14 @@ def json_of(response) -> object:
 
 
 def is_alive(pid: int) -> bool:
+    """The process runs: a zombie (dead, not yet reaped by whoever adopted it) does not count."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
     return True
 
 

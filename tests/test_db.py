@@ -66,6 +66,7 @@ def table_locked(migrated_url):
     holder.join(30)
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite's lock wait is bounded: below
 @pytest.mark.gen_test(timeout=30)
 async def test_an_exhausted_pool_answers_503_after_the_pool_timeout_and_the_first_request_completes(
     http_client, base_url, table_locked
@@ -88,6 +89,29 @@ async def test_an_exhausted_pool_answers_503_after_the_pool_timeout_and_the_firs
     assert again.code == 200
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.gen_test(timeout=30)
+async def test_on_sqlite_the_wait_for_a_locked_file_is_bounded_by_the_pool_timeout_too(
+    http_client, base_url, table_locked
+):
+    # sqlite3 waits for a lock in its busy handler, where no asyncio timeout reaches: the busy timeout of a
+    # serving connection is the pool timeout, so the request holding the only connection gives up too.
+    started = asyncio.get_running_loop().time()
+    held, shed = await asyncio.gather(
+        http_client.fetch(base_url + "/", raise_error=False, request_timeout=10),
+        http_client.fetch(base_url + "/", method="POST", body=b'{"name": "x"}', raise_error=False, request_timeout=10),
+    )
+    waited = asyncio.get_running_loop().time() - started
+    for response in (held, shed):
+        assert response.code == 503 and response.headers["Retry-After"], response.body
+        assert orjson.loads(response.body)["error"].startswith("database busy: "), response.body
+    assert waited < 0.5 * 2 + 1.5  # each waits at most the pool timeout for the connection, then for the lock
+
+    table_locked.set()
+    assert (await http_client.fetch(base_url + "/")).code == 200
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 @pytest.mark.gen_test(timeout=30)
 async def test_posts_are_shed_the_same_way(http_client, base_url, table_locked):
     slow = asyncio.ensure_future(

@@ -4,6 +4,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import http.client
+import itertools
 import json
 import signal
 import sqlite3
@@ -150,6 +152,64 @@ def test_sigterm_lets_an_in_flight_request_finish(start_server, postgres_url):
                 holder.call(transaction.rollback())
         holder.close()
         pool.shutdown(wait=True)
+
+
+KEEP_ALIVE_CLIENTS = 32
+
+
+class KeepAlivePoster(threading.Thread):
+    """One client posting rows over one persistent connection until the server closes it."""
+
+    def __init__(self, port: int, index: int):
+        super().__init__(name=f"poster-{index}", daemon=True)
+        self.port, self.index = port, index
+        self.answered: dict[str, int] = {}  # name -> status of every request that got an answer
+        self.closing_answers = 0  # answers that carried Connection: close
+
+    def run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            for number in itertools.count():
+                name = f"client {self.index} row {number}"
+                try:
+                    connection.request("POST", "/", json.dumps({"name": name}), {"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    response.read()
+                except (OSError, http.client.HTTPException):
+                    return  # closed by the server before it read this request (or while idle)
+                self.answered[name] = response.status
+                if response.getheader("Connection", "").lower() == "close":
+                    self.closing_answers += 1
+                    return
+        finally:
+            connection.close()
+
+
+def test_sigterm_under_keep_alive_traffic_exits_0_in_time_and_every_committed_row_was_answered(
+    start_server, database_url
+):
+    server = start_server(DATABASE_URL=database_url)
+    server.wait_ready()
+    posters = [KeepAlivePoster(server.port, index) for index in range(KEEP_ALIVE_CLIENTS)]
+    for poster in posters:
+        poster.start()
+    wait_for(lambda: all(poster.answered for poster in posters), 30, "every client had an answer")
+
+    server.process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    code = server.wait_exit(10)
+    took = time.monotonic() - started
+    for poster in posters:
+        poster.join(10)
+        assert not poster.is_alive(), f"{poster.name} still waiting"
+    print(f"exit {code} {took:.2f} s after SIGTERM under {KEEP_ALIVE_CLIENTS} keep-alive clients")
+    assert code == 0, server.log
+    assert "Traceback" not in server.log, server.log
+
+    created = {name for poster in posters for name, status in poster.answered.items() if status == 201}
+    rows = {name for (name,) in query(database_url, "SELECT name FROM my_table")}
+    assert rows == created, (sorted(rows - created), sorted(created - rows))
+    assert sum(poster.closing_answers for poster in posters) > 0  # in-flight answers said Connection: close
 
 
 # --- 3. live while migrating ------------------------------------------------------------------------

@@ -127,3 +127,21 @@ def test_processes_a_worker_failing_at_startup_stops_the_service_with_exit_1(sta
     logged_pids = {int(pid) for pid in re.findall(r"^\S+ \S+ \w+ \[(\d+) ", log, re.MULTILINE)}
     assert logged_pids <= workers | {server.process.pid}, log  # no worker was started again
     assert not [pid for pid in workers if is_alive(pid)], log
+
+
+def test_processes_workers_die_with_a_sigkilled_parent_and_the_port_can_be_used_again(sqlite_url, start_server):
+    server = start_server("--processes=2", DATABASE_URL=sqlite_url)
+    with killing_leftover_workers(server):
+        wait_for(lambda: len(set(ready_pids(server.log))) >= 2, 60, "2 workers ready")
+        port = server.wait_listening()
+        workers = set(started_workers(server.log))
+
+        server.process.kill()
+        killed = time.monotonic()
+        wait_for(lambda: not [pid for pid in workers if is_alive(pid)], 5, "every worker gone")
+        print(f"workers gone {time.monotonic() - killed:.2f} s after the parent's SIGKILL")
+
+    again = start_server(f"--port={port}", DATABASE_URL=sqlite_url)
+    again.wait_ready()
+    assert again.port == port, again.log
+    assert again.stop() == 0, again.log

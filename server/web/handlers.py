@@ -8,7 +8,7 @@ import tornado.web
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from server.db import SessionFactory
+from server.db import SessionFactory, is_busy
 from server.errors import DatabaseUnavailable
 from server.models import NAME_MAX_LENGTH
 from server.web.queries import fetch_page, insert_row
@@ -18,6 +18,7 @@ PAGE_LIMIT_DEFAULT = 50
 PAGE_LIMIT_MAX = 1000
 ID_MAX = 2**31 - 1  # my_table.id is an INTEGER on PostgreSQL
 RETRY_AFTER_SECONDS = "2"
+DATABASE_BUSY = "database busy: it is locked by another connection"
 DATABASE_DOWN = (
     DBAPIError,
     PoolTimeoutError,
@@ -25,6 +26,12 @@ DATABASE_DOWN = (
     asyncio.TimeoutError,
     DatabaseUnavailable,  # the page read's own, from the driver's disconnect errors (web/queries.py)
 )
+
+
+OUR_WORDS = {
+    400: "bad request: the request line, query string, headers or body could not be read",
+    405: "method not allowed",
+}
 
 
 class ApiError(tornado.web.HTTPError):
@@ -68,15 +75,18 @@ class JsonHandler(tornado.web.RequestHandler):
             self.set_status(503)
             self.set_header("Retry-After", RETRY_AFTER_SECONDS)
             message = "database busy: no connection came free in time"
+        elif is_busy(exc):
+            self.set_status(503)
+            self.set_header("Retry-After", RETRY_AFTER_SECONDS)
+            message = DATABASE_BUSY
         elif isinstance(exc, DATABASE_DOWN):
             # The database went away under a request: say so and when to retry, rather than a bare 500.
             self.set_status(503)
             self.set_header("Retry-After", RETRY_AFTER_SECONDS)
             message = "database unavailable"
-        elif isinstance(exc, tornado.web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args
         else:
-            message = self._reason.lower()
+            # Tornado's own messages (its log_message) quote the raw input and its parser's words: not ours.
+            message = OUR_WORDS.get(status_code, self._reason.lower())
         details = exc.details if isinstance(exc, ApiError) else {}
         self.finish(orjson.dumps({"error": message, **details}))
 
@@ -119,7 +129,10 @@ class RowsHandler(DataHandler):
         self.write_json(row, status=201)
 
     def int_argument(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.get_query_argument(name, None, strip=False)
+        try:
+            raw = self.get_query_argument(name, None, strip=False)
+        except tornado.web.HTTPError:  # not UTF-8
+            raw = ""
         if raw is None:
             return default
         # ASCII digits only: int() would also take "+5", " 5", "5_0" and other scripts' digits.

@@ -4,13 +4,14 @@ import asyncio
 
 from sqlalchemy import text
 
-from server.db import SessionFactory
+from server.db import SessionFactory, is_busy
 from server.errors import Phase
 from server.migrations import VERSION_TABLE
-from server.web.handlers import DATABASE_DOWN, JsonHandler
+from server.web.handlers import DATABASE_BUSY, DATABASE_DOWN, JsonHandler
 from server.web.state import ServiceState
 
 READY_PING_TIMEOUT = 2.0
+READY_LOCK_WAIT = 1.5  # SQLite's busy wait, which no asyncio timeout interrupts, ends inside the ping's 2 s
 SELECT_REVISION = text(f"SELECT version_num FROM {VERSION_TABLE}")
 
 
@@ -29,9 +30,15 @@ class ReadyHandler(JsonHandler):
             self.write_json({"status": self.state.phase}, status=503)
             return
         try:
-            async with self.session_factory() as session:
-                revisions = (await asyncio.wait_for(session.scalars(SELECT_REVISION), READY_PING_TIMEOUT)).all()
-        except DATABASE_DOWN:
-            self.write_json({"status": Phase.UNAVAILABLE}, status=503)
+            revisions = await asyncio.wait_for(self.ping(), READY_PING_TIMEOUT)
+        except DATABASE_DOWN as exc:
+            if is_busy(exc) or isinstance(exc, TimeoutError):
+                self.write_json({"status": Phase.UNAVAILABLE, "error": DATABASE_BUSY}, status=503)
+            else:
+                self.write_json({"status": Phase.UNAVAILABLE}, status=503)
             return
         self.write_json({"status": Phase.READY, "revision": revisions[0] if len(revisions) == 1 else revisions})
+
+    async def ping(self) -> list[str]:
+        async with self.session_factory.connection(lock_wait=READY_LOCK_WAIT) as connection:
+            return (await connection.scalars(SELECT_REVISION)).all()

@@ -283,7 +283,25 @@ async def test_bad_query_value_is_400(http_client, base_url, parameter, value):
 @pytest.mark.parametrize("encoded", ["%ff", "%c3%28", "%ed%a0%80", "1%80"])
 async def test_query_value_of_invalid_utf8_is_400(http_client, base_url, parameter, encoded):
     response = await get(http_client, base_url, f"/?{parameter}={encoded}")
-    assert parameter in error_message(response, 400)
+    message = error_message(response, 400)
+    assert message.startswith(f"{parameter} must be an integer"), message  # not Tornado's "Invalid unicode in"
+
+
+@pytest.mark.gen_test(timeout=GEN_TEST_TIMEOUT)
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nno final boundary"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: bogus\r\n\r\nx\r\n--xyz--"),
+        ("multipart/form-data", b"no boundary at all"),
+    ],
+)
+async def test_tornado_s_own_messages_never_reach_a_body(http_client, base_url, content_type, body):
+    response = await http_client.fetch(
+        base_url + "/", method="POST", body=body, headers={"Content-Type": content_type}, raise_error=False
+    )
+    message = error_message(response, 400)
+    assert message == "bad request: the request line, query string, headers or body could not be read", message
 
 
 # --- bad bodies ----------------------------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""Probes and data requests against a server whose SQLite file another process has locked: bounded, "busy"."""
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+
+from conftest import json_of, query, sqlite_path
+
+POOL_TIMEOUT = 2.0
+# Holds the file's exclusive lock until its stdin closes; says "held" once it has it.
+HOLD_EXCLUSIVE = """
+import sqlite3, sys
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("held", flush=True)
+sys.stdin.read()
+connection.execute("ROLLBACK")
+"""
+
+
+@contextlib.contextmanager
+def exclusive_lock_in_another_process(path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_EXCLUSIVE, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(10)
+        holder.stdout.close()
+
+
+def timed(call):
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def test_a_locked_sqlite_file_gets_bounded_answers_that_say_busy(start_server, sqlite_url):
+    server = start_server(DATABASE_URL=sqlite_url, POOL_TIMEOUT=str(POOL_TIMEOUT))
+    server.wait_ready()
+    (journal_mode,) = query(sqlite_url, "PRAGMA journal_mode")[0]
+
+    with exclusive_lock_in_another_process(sqlite_path(sqlite_url)):
+        ready, ready_took = timed(lambda: server.get("/health/ready", timeout=10))
+        post, post_took = timed(lambda: server.request("POST", "/", json.dumps({"name": "locked out"}).encode()))
+        page, page_took = timed(lambda: server.get("/", timeout=10))
+    print(f"locked file: ready {ready_took:.2f} s, POST {post_took:.2f} s, GET {page_took:.2f} s")
+
+    assert ready_took < 3, ready_took
+    assert post_took < POOL_TIMEOUT + 1.5 and page_took < POOL_TIMEOUT + 1.5, (post_took, page_took)
+    assert post[0] == 503 and post[2]["Retry-After"], post
+    assert json_of(post) == {"error": "database busy: it is locked by another connection"}
+    if journal_mode != "wal":  # in WAL mode readers go on reading beside a writer
+        assert ready[0] == 503, ready
+        assert json_of(ready) == {"status": "unavailable", "error": "database busy: it is locked by another connection"}
+        assert page[0] == 503 and json_of(page) == json_of(post), page
+
+    # The lock gone, the same connections serve again.
+    assert server.get("/health/ready")[0] == 200
+    assert server.request("POST", "/", json.dumps({"name": "after the lock"}).encode())[0] == 201
+    assert "Traceback" not in server.log, server.log
+    assert server.stop() == 0, server.log
