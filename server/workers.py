@@ -13,8 +13,9 @@ from collections.abc import Callable
 log = logging.getLogger("server")
 
 
-def run_workers(count: int, worker: Callable[[int], int]) -> int:
-    """Fork count workers, each running worker(index) and exiting with its result; return 0 if all did."""
+def run_workers(count: int, worker: Callable[[int], int], on_exit: Callable[[int], None] = lambda pid: None) -> int:
+    """Fork count workers, each running worker(index) and exiting with its result; return 0 if all did.
+    on_exit(pid) is called as each one is reaped."""
     children: dict[int, int] = {}
     stopping = False
 
@@ -49,6 +50,7 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
         index = children.pop(pid, None)
         if index is None:
             continue
+        on_exit(pid)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             exit_code = 1
