@@ -89,6 +89,7 @@ class Metrics(MigrationEvents):
     def __init__(self, multiprocess: bool):
         disable_created_metrics()  # a *_created series beside every counter and histogram: noise for a scrape
         # Multiprocess: values go to per-worker files and every scrape merges them, so nothing registers here.
+        self.multiprocess = multiprocess
         self.registry = CollectorRegistry()
         register = None if multiprocess else self.registry
         if multiprocess:
@@ -175,8 +176,11 @@ class Metrics(MigrationEvents):
         state.on_phase = self.phase_changed
         self.phase_changed(state.phase)
         pool = engine.sync_engine.pool
-        event.listen(pool, "checkout", lambda *_: self.pool_in_use.inc())
-        event.listen(pool, "checkin", lambda *_: self.pool_in_use.dec())
+        if self.multiprocess:  # values live in files that the scrape reads: keep them current
+            event.listen(pool, "checkout", lambda *_: self.pool_in_use.inc())
+            event.listen(pool, "checkin", lambda *_: self.pool_in_use.dec())
+        else:  # asked of the pool at scrape time: nothing per request
+            self.pool_in_use.set_function(pool.checkedout)
         self._schedule_lag_check(asyncio.get_running_loop())
 
     def phase_changed(self, phase: Phase) -> None:
