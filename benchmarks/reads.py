@@ -1,6 +1,6 @@
 """Reads benchmark: GET /?limit=50 from the project, side by side with a bare Tornado + asyncpg handler.
 
-    python benchmarks/reads.py [--rounds N] [--duration S] [--connections C] [--only throughput,load,processes]
+    python benchmarks/reads.py [--rounds N] [--duration S] [--connections C] [--only throughput,load,processes,metrics]
 
 Setup: a fresh bench_* PostgreSQL database, brought to head by `run.py --migrate=only`, then 10,000 rows
 of my_table (names of 10 to 50 characters, some of them not ASCII) copied in with asyncpg.
@@ -20,6 +20,10 @@ of my_table (names of 10 to 50 characters, some of them not ASCII) copied in wit
 3. processes: `--processes 2` against 1, for the project and for the bare server, in the same rounds as
    measurement 1. wrk and PostgreSQL share the machine's cores with the servers, so on 2 cores this
    says what a second process buys here, not what it buys on a machine with cores to spare.
+4. metrics: the project as it ships (GET /metrics, every request counted and timed) against the same build
+   with its metrics off, one process each, alternating as in 1. The build without metrics is the benchmark's
+   own launcher (NO_METRICS_LAUNCHER: run.py's main with `make_metrics` replaced by `lambda: None`), so the
+   server has no switch for it. Goal: the metrics cost at most 5% of the requests per second.
 
 The sides of a measurement alternate (AB, BA, ...) for --rounds rounds; the figures are medians, the
 ratios are ratios of medians (and, beside them, the median of the per-round ratios). Nothing here is an
@@ -81,7 +85,14 @@ MEMORY_FIRST, MEMORY_TOTAL = 10_000, 100_000
 GOAL_RATIO, GOAL_GROWTH = 0.8, 0.10
 WRK_TIMEOUT = "10s"  # wrk's default of 2 s would call a slow answer on a noisy machine an error
 COUNTED_RUN_LIMIT = 900.0  # seconds a counted wrk run may take before the benchmark gives up
-SECTIONS = ("throughput", "load", "processes")
+SECTIONS = ("throughput", "load", "processes", "metrics")
+GOAL_METRICS = 0.95  # metrics on / off, requests per second
+# run.py with the metrics off: make_metrics (server/web/metrics.py) returning None leaves out /metrics, the
+# per-request counting, the pool's events and the event-loop timer. argv[1] is the repository.
+NO_METRICS_LAUNCHER = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); import server.main as main; "
+    "main.make_metrics = lambda: None; sys.exit(main.main(sys.argv))"
+)
 
 Verdict = tuple[str, str, str, str]  # title, figure, goal, "MET" | "MISSED" | "-"
 
@@ -467,15 +478,19 @@ class Bench:
     def project_argv(self, processes: int) -> list[str]:
         return [PYTHON, str(ROOT / "run.py"), "--port=0", f"--processes={processes}"]
 
+    def no_metrics_argv(self, processes: int) -> list[str]:
+        return [PYTHON, "-c", NO_METRICS_LAUNCHER, str(ROOT), "--port=0", f"--processes={processes}"]
+
     def bare_argv(self, processes: int, reset: bool = True) -> list[str]:
         pool = [f"--pool-min={self.pool_min}", f"--pool-max={self.pool_max}", *([] if reset else ["--no-reset"])]
         return [PYTHON, str(self.bare_script), self.url or "<database URL>", f"--processes={processes}", *pool]
 
     async def start(self, kind: str, processes: int) -> Child:
-        """A server ("project", "bare" or "bare-no-reset"), ready in every worker, that has served the check
-        page correctly."""
-        if kind == "project":
-            child = self.children.start(self.project_argv(processes), clean_environ(DATABASE_URL=self.url), kind)
+        """A server ("project", "project-no-metrics", "bare" or "bare-no-reset"), ready in every worker, that has
+        served the check page correctly."""
+        if kind.startswith("project"):
+            argv = self.project_argv(processes) if kind == "project" else self.no_metrics_argv(processes)
+            child = self.children.start(argv, clean_environ(DATABASE_URL=self.url), kind)
         else:
             child = self.children.start(self.bare_argv(processes, reset=kind == "bare"), clean_environ(), kind)
         try:
@@ -633,6 +648,31 @@ class Bench:
             ]
         return first, third, verdicts
 
+    # --- 4: what the metrics cost ---------------------------------------------------------------------
+
+    async def metrics_cost(self) -> tuple[list[str], list[Verdict]]:
+        sides = [Side("project", 1, "metrics on x1"), Side("project-no-metrics", 1, "metrics off x1")]
+        print(
+            f"\nMetrics: {', '.join(s.label for s in sides)}; {self.args.rounds} rounds of"
+            f" {self.args.warmup:g} s warm-up + {self.args.duration:g} s measured each",
+            flush=True,
+        )
+        for number in range(self.args.rounds):
+            for side in sides if number % 2 == 0 else sides[::-1]:
+                side.runs.append(await self.measure(side))
+            figures = ", ".join(f"{s.label} {s.rps[-1]:.0f}" for s in sides)
+            print(f"  round {number + 1}: requests/s {figures}", flush=True)
+        line, value, verdict = ratio("metrics on / off", sides[0], sides[1], GOAL_METRICS)
+        lines = [
+            f"4. Metrics: the project as it ships against NO_METRICS_LAUNCHER (make_metrics -> None), GET /?limit="
+            f"{LIMIT}, wrk -t1 -c{self.args.connections} -d{self.args.duration:g}s, one process each",
+            *side_table_header(self.args.rounds),
+            *(s.row() for s in sides),
+            line,
+            f"  the metrics cost {1 - value:.1%} of the requests per second (negative: within the noise)",
+        ]
+        return lines, [("4. metrics on / off, requests per second", f"{value:.3f} x", ">= 0.95 x", verdict)]
+
     # --- 2: load and memory ----------------------------------------------------------------------------
 
     async def load(self) -> tuple[list[str], list[Verdict]]:
@@ -789,6 +829,10 @@ async def run(args, children: Children, databases: Databases, workdir: Path) -> 
         first, third, found = await bench.throughput(with_processes=3 in args.only)
         reports += [first, third]
         verdicts += found
+    if 4 in args.only:
+        fourth, found = await bench.metrics_cost()
+        reports.append(fourth)
+        verdicts += found
     if 2 in args.only:
         second, found = await bench.load()
         reports.append(second)
@@ -812,7 +856,7 @@ def parse_only(text: str) -> set[int]:
         elif part in SECTIONS:
             chosen.add(SECTIONS.index(part) + 1)
         else:
-            raise argparse.ArgumentTypeError(f"{part!r}: choose from {', '.join(SECTIONS)} (or 1, 2, 3)")
+            raise argparse.ArgumentTypeError(f"{part!r}: choose from {', '.join(SECTIONS)} (or 1 to {len(SECTIONS)})")
     return chosen
 
 
@@ -825,7 +869,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--connections", type=int, default=16, help="wrk connections in measurements 1 and 3 (default 16)"
     )
     parser.add_argument(
-        "--only", type=parse_only, default={1, 2, 3}, help="e.g. --only=throughput,load or --only=1,2 (default all)"
+        "--only",
+        type=parse_only,
+        default={1, 2, 3, 4},
+        help="e.g. --only=throughput,metrics or --only=1,4 (default all)",
     )
     parser.add_argument(
         "--postgres-url", default=DEFAULT_POSTGRES_URL, help="admin URL (default TEST_POSTGRES_URL or %(default)s)"

@@ -29,6 +29,7 @@ from server.settings import Settings, load_settings
 from server.web.app import make_app
 from server.web.body_limit import DRAIN_LIMIT
 from server.web.connections import LISTEN_BACKLOG, GuardedHTTPServer, make_http_server
+from server.web.metrics import make_metrics, multiprocess_dir, worker_exited
 from server.web.state import ServiceState
 from server.workers import run_workers
 
@@ -44,6 +45,7 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         log.error("bad settings: %s", exc)
         return EXIT_FAILED
+    configure_logging(settings.log_format)
     try:
         if settings.migrate == "check":
             return check(settings)
@@ -59,7 +61,9 @@ def main(argv: list[str]) -> int:
     if settings.processes == 1:
         return asyncio.run(serve(settings, sockets))
     # Every worker runs the same startup; the migration lock lets one migrate while the rest wait, live.
-    return run_workers(settings.processes or os.cpu_count() or 1, lambda _index: asyncio.run(serve(settings, sockets)))
+    with multiprocess_dir():  # one scrape of any worker covers them all
+        count = settings.processes or os.cpu_count() or 1
+        return run_workers(count, lambda _index: asyncio.run(serve(settings, sockets)), on_exit=worker_exited)
 
 
 def check(settings: Settings) -> int:
@@ -98,13 +102,16 @@ def migrate_only(settings: Settings) -> int:
 
 async def serve(settings: Settings, sockets) -> int:
     state = ServiceState(Phase.MIGRATING if settings.migrate == "auto" else Phase.WAITING)
+    metrics = make_metrics()
     try:
-        runner = MigrationRunner(settings, lambda: state.phase, state.set_phase)
+        runner = MigrationRunner(settings, lambda: state.phase, state.set_phase, metrics)
     except CommandError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
     engine = make_serving_engine(settings)
-    app = make_app(make_session_factory(engine, settings), state, runner, settings.admin_token)
+    if metrics is not None:
+        metrics.watch(state, engine)
+    app = make_app(make_session_factory(engine, settings), state, runner, settings.admin_token, metrics)
     server = make_http_server(app, settings, DRAIN_LIMIT)
     server.add_sockets(sockets)
     log.info("listening on http://%s:%d", settings.address, sockets[0].getsockname()[1])
@@ -146,6 +153,8 @@ async def serve(settings: Settings, sockets) -> int:
     await server.close_all_connections()
     await engine.dispose()
     runner.close()
+    if metrics is not None:
+        metrics.close()
     return exit_code
 
 

@@ -19,8 +19,9 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_CHECK_INTERVAL = 1.0
 
 
-def run_workers(count: int, worker: Callable[[int], int]) -> int:
-    """Fork count workers, each running worker(index) and exiting with its result; return 0 if all did."""
+def run_workers(count: int, worker: Callable[[int], int], on_exit: Callable[[int], None] = lambda pid: None) -> int:
+    """Fork count workers, each running worker(index) and exiting with its result; return 0 if all did.
+    on_exit(pid) is called as each one is reaped."""
     children: dict[int, int] = {}
     stopping = False
 
@@ -57,6 +58,7 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
         index = children.pop(pid, None)
         if index is None:
             continue
+        on_exit(pid)
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             exit_code = 1

@@ -53,21 +53,22 @@ def lock_file_path(database: str) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def migration_lock(conn: AsyncConnection, settings: Settings, stop: threading.Event) -> AsyncIterator[None]:
-    """Hold the database's migration lock while the block runs; conn is outside a transaction."""
+async def migration_lock(conn: AsyncConnection, settings: Settings, stop: threading.Event) -> AsyncIterator[float]:
+    """Hold the database's migration lock while the block runs, given the seconds it waited for it; conn is
+    outside a transaction."""
     if conn.dialect.name == "postgresql":
-        async with _advisory_lock(conn, settings, stop):
-            yield
+        async with _advisory_lock(conn, settings, stop) as waited:
+            yield waited
     else:
-        async with _file_lock(lock_file_path(conn.engine.url.database), settings, stop):
+        async with _file_lock(lock_file_path(conn.engine.url.database), settings, stop) as waited:
             # Under the lock every transaction may write: it takes SQLite's write lock up front. (Before it,
             # the status read stays deferred: it must not queue behind a running revision's write lock.)
             await conn.execution_options(**WRITES)
-            yield
+            yield waited
 
 
 @contextlib.asynccontextmanager
-async def _advisory_lock(conn: AsyncConnection, settings: Settings, stop: threading.Event) -> AsyncIterator[None]:
+async def _advisory_lock(conn: AsyncConnection, settings: Settings, stop: threading.Event) -> AsyncIterator[float]:
     # Polled with pg_try_advisory_lock: a blocking pg_advisory_lock could not time out cleanly.
     key = await conn.scalar(_LOCK_KEY, {"table": VERSION_TABLE})
     await conn.commit()
@@ -89,10 +90,10 @@ async def _advisory_lock(conn: AsyncConnection, settings: Settings, stop: thread
         name = row.application_name or "no application name"
         return f"PostgreSQL pid {row.pid} ({name}), connected since {row.backend_start:%H:%M:%S}"
 
-    await _poll_for_lock(try_lock, holder, settings, stop)
+    waited = await _poll_for_lock(try_lock, holder, settings, stop)
     conn.info["migration_lock_key"] = key
     try:
-        yield
+        yield waited
     finally:
         conn.info.pop("migration_lock_key", None)
         with contextlib.suppress(Exception):  # a broken connection has released it already
@@ -116,7 +117,7 @@ def still_holding(sync_conn) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _file_lock(path: Path, settings: Settings, stop: threading.Event) -> AsyncIterator[None]:
+async def _file_lock(path: Path, settings: Settings, stop: threading.Event) -> AsyncIterator[float]:
     # flock belongs to this open file: another thread's open conflicts too, and the OS drops it on death.
     # The file itself stays: deleting a lock file races with the next process opening it.
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,17 +144,18 @@ async def _file_lock(path: Path, settings: Settings, stop: threading.Event) -> A
         async def holder() -> str:
             return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another migrator"
 
-        await _poll_for_lock(try_lock, holder, settings, stop)
+        waited = await _poll_for_lock(try_lock, holder, settings, stop)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        yield
+        yield waited
     finally:
         os.close(fd)  # releases the flock
 
 
 async def _poll_for_lock(
     try_lock: Callable[[], Awaitable[bool]], holder: Callable[[], Awaitable[str]], settings, stop
-) -> None:
+) -> float:
+    """Wait for the lock; the seconds it took."""
     started = time.monotonic()
     deadline = started + settings.migration_lock_timeout
     next_report = started
@@ -170,4 +172,6 @@ async def _poll_for_lock(
             log.info("waiting for the migration lock, held by %s", await holder())
             next_report = now + LOCK_REPORT_INTERVAL
         await asyncio.sleep(min(LOCK_POLL_INTERVAL, max(deadline - now, 0.01)))
-    log.info("took the migration lock after %.2f s", time.monotonic() - started)
+    waited = time.monotonic() - started
+    log.info("took the migration lock after %.2f s", waited)
+    return waited

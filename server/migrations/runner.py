@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from server.errors import Phase, ServiceError, outcome
 from server.migrations.status import Status
-from server.migrations.upgrade import Migrator, UpgradeResult
+from server.migrations.upgrade import MigrationEvents, Migrator, UpgradeResult
 from server.settings import Settings
 
 log = logging.getLogger("server")
@@ -22,9 +22,16 @@ log = logging.getLogger("server")
 class MigrationRunner:
     """The migrator behind a one-thread executor, reporting its phase to whoever serves."""
 
-    def __init__(self, settings: Settings, phase: Callable[[], Phase], set_phase: Callable[[Phase], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        phase: Callable[[], Phase],
+        set_phase: Callable[[Phase], None],
+        events: MigrationEvents | None = None,
+    ):
         self.phase, self.set_phase = phase, set_phase
-        self.migrator = Migrator(settings, on_phase=self._on_phase)
+        self.events = events or MigrationEvents()
+        self.migrator = Migrator(settings, on_phase=self._on_phase, events=self.events)
         # Revisions block, and one at a time is all a database takes anyway.
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator")
         self.stop = threading.Event()  # set at shutdown: a running upgrade stops after its current revision
@@ -54,12 +61,14 @@ class MigrationRunner:
             result = await self._in_executor(self.migrator.upgrade, self.stop)
         except ServiceError as exc:
             self.last_upgrade = _record(started_at, time.monotonic() - started, exc.applied, error=str(exc))
+            self.events.upgrade_failed(exc.applied)
             if self.phase() != Phase.READY:
                 self.set_phase(outcome(exc).phase or phase_before)
             raise
         finally:
             self.running = False
         self.last_upgrade = _record(started_at, result.seconds, result.applied, error=None)
+        self.events.upgraded(result)
         if result.status.at_head:
             self.set_phase(Phase.READY)
         if result.applied:

@@ -54,6 +54,24 @@ class UpgradeResult:
     seconds: float
 
 
+class MigrationEvents:
+    """What the migrations report as they go, to whoever watches (the server's metrics); here, nothing.
+
+    Called on the migrator's thread. Migrations never import web: the watcher subclasses this instead."""
+
+    def status_read(self, status: Status) -> None:
+        """Where the database stands, each time it is read."""
+
+    def lock_taken(self, waited: float) -> None:
+        """The migration lock was taken after waiting this many seconds."""
+
+    def upgraded(self, result: UpgradeResult) -> None:
+        """An upgrade through the runner finished (perhaps with nothing to apply)."""
+
+    def upgrade_failed(self, applied: tuple[AppliedRevision, ...]) -> None:
+        """An upgrade through the runner failed, after applying these revisions."""
+
+
 @dataclasses.dataclass
 class HandedOver:
     """What the migrator hands env.py: a connection on which it holds the lock, and a callback."""
@@ -65,9 +83,15 @@ class HandedOver:
 class Migrator:
     """Runs Alembic against one database."""
 
-    def __init__(self, settings: Settings, on_phase: Callable[[Phase], None] = lambda phase: None):
+    def __init__(
+        self,
+        settings: Settings,
+        on_phase: Callable[[Phase], None] = lambda phase: None,
+        events: MigrationEvents | None = None,
+    ):
         self.settings = settings
         self.on_phase = on_phase  # told UNAVAILABLE / MIGRATING as the work goes through them
+        self.events = events or MigrationEvents()
         self.script = ScriptDirectory.from_config(make_alembic_config(settings))
         self.last_snapshot: Snapshot | None = None  # the latest this migrator took, for GET /admin/migrations
 
@@ -84,7 +108,9 @@ class Migrator:
         engine = make_engine(url, poolclass=NullPool)
         try:
             async with connect(engine, self.settings, wait, self.on_phase) as conn:
-                return await conn.run_sync(lambda c: read_status(self.script, c))
+                status = await conn.run_sync(lambda c: read_status(self.script, c))
+            self.events.status_read(status)
+            return status
         finally:
             await engine.dispose()
 
@@ -99,11 +125,14 @@ class Migrator:
             async with connect(engine, self.settings, True, self.on_phase, stop) as conn:
                 # Most starts find the database at head: answer that without queueing for the lock.
                 status = await conn.run_sync(lambda c: read_status(self.script, c))
+                self.events.status_read(status)
                 if status.at_head:
                     return UpgradeResult((), status, time.monotonic() - started)
                 await conn.rollback()  # the same connection then takes the lock and runs the revisions
                 self.on_phase(Phase.MIGRATING)
-                applied, status = await run_locked(conn, self.settings, lambda c: self._upgrade_sync(c, stop), stop)
+                applied, status = await run_locked(
+                    conn, self.settings, lambda c: self._upgrade_sync(c, stop), stop, self.events.lock_taken
+                )
             return UpgradeResult(tuple(applied), status, time.monotonic() - started)
         finally:
             await engine.dispose()
@@ -223,11 +252,19 @@ def run_upgrade(config: Config, script: ScriptDirectory) -> None:
         script.run_env()
 
 
-async def run_locked(conn: AsyncConnection, settings: Settings, work: Callable[[Connection], T], stop) -> T:
-    """Run work(connection) holding the migration lock on conn (outside a transaction), set up for revisions."""
+async def run_locked(
+    conn: AsyncConnection,
+    settings: Settings,
+    work: Callable[[Connection], T],
+    stop,
+    on_locked: Callable[[float], None] = lambda waited: None,
+) -> T:
+    """Run work(connection) holding the migration lock on conn (outside a transaction), set up for revisions;
+    on_locked is told how long the lock took."""
     if conn.dialect.name == "postgresql":
         await _prepare_postgres_session(conn, settings)
-    async with migration_lock(conn, settings, stop):
+    async with migration_lock(conn, settings, stop) as waited:
+        on_locked(waited)
         return await conn.run_sync(work)
 
 

@@ -1,5 +1,6 @@
 """The route table."""
 
+import functools
 import logging
 
 import tornado.log
@@ -11,6 +12,7 @@ from server.web.admin import MigrationsHandler, UpgradeHandler
 from server.web.body_limit import BodyLimit
 from server.web.handlers import NotFoundHandler, RowsHandler
 from server.web.health import LiveHandler, ReadyHandler
+from server.web.metrics import Metrics, MetricsHandler
 from server.web.state import ServiceState
 
 
@@ -19,20 +21,25 @@ def make_app(
     state: ServiceState,
     runner: MigrationRunner | None = None,
     admin_token: str | None = None,
+    metrics: Metrics | None = None,
 ) -> "Application":
     data = dict(state=state, session_factory=session_factory)
     admin = dict(state=state, runner=runner, admin_token=admin_token if runner else None)
+    routes = [
+        (r"/", RowsHandler, data),
+        (r"/health/live", LiveHandler, dict(state=state)),
+        (r"/health/ready", ReadyHandler, data),
+        (r"/admin/migrations", MigrationsHandler, admin),
+        (r"/admin/migrations/upgrade", UpgradeHandler, admin),
+    ]
+    if metrics is not None:
+        routes.append((r"/metrics", MetricsHandler, dict(state=state, metrics=metrics)))
+        metrics.precreate([handler for _, handler, _ in routes] + [NotFoundHandler])
     return Application(
-        [
-            (r"/", RowsHandler, data),
-            (r"/health/live", LiveHandler, dict(state=state)),
-            (r"/health/ready", ReadyHandler, data),
-            (r"/admin/migrations", MigrationsHandler, admin),
-            (r"/admin/migrations/upgrade", UpgradeHandler, admin),
-        ],
+        routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=dict(state=state),
-        log_function=log_request,
+        log_function=log_request if metrics is None else functools.partial(log_and_count, metrics),
     )
 
 
@@ -41,6 +48,11 @@ class Application(tornado.web.Application):
 
     def start_request(self, server_conn, request_conn):
         return BodyLimit(super().start_request(server_conn, request_conn), request_conn)
+
+
+def log_and_count(metrics: Metrics, handler: tornado.web.RequestHandler) -> None:
+    metrics.observe_request(handler)
+    log_request(handler)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -53,12 +65,22 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     else:
         level = logging.ERROR
     if tornado.log.access_log.isEnabledFor(level):
+        request = handler.request
+        duration_ms = 1000.0 * request.request_time()
         tornado.log.access_log.log(
             level,
             "%d %s %s (%s) %.2fms",
             status,
-            handler.request.method,
-            handler.request.uri,
-            handler.request.remote_ip,
-            1000.0 * handler.request.request_time(),
+            request.method,
+            request.uri,
+            request.remote_ip,
+            duration_ms,
+            # Fields of their own for --log-format=json; the text format has them in the message.
+            extra=dict(
+                method=request.method,
+                path=request.path,
+                status=status,
+                duration_ms=round(duration_ms, 2),
+                request_id=getattr(handler, "request_id", None),
+            ),
         )

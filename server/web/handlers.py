@@ -1,6 +1,9 @@
 """The JSON handler every endpoint builds on (errors as {"error": message}), and the table's endpoint."""
 
 import asyncio
+import functools
+import re
+import uuid
 
 import orjson
 import tornado.log
@@ -10,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from server.db import SessionFactory, is_busy
 from server.errors import DatabaseUnavailable
+from server.logs import request_id_var
 from server.models import NAME_MAX_LENGTH
 from server.web.queries import fetch_page, insert_row
 from server.web.state import ServiceState
@@ -19,6 +23,9 @@ PAGE_LIMIT_MAX = 1000
 ID_MAX = 2**31 - 1  # my_table.id is an INTEGER on PostgreSQL
 RETRY_AFTER_SECONDS = "2"
 DATABASE_BUSY = "database busy: it is locked by another connection"
+REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's ID is kept when it is visible ASCII and short: it goes into every log line of the request.
+ACCEPTED_REQUEST_ID = re.compile(r"[!-~]{1,128}")
 DATABASE_DOWN = (
     DBAPIError,
     PoolTimeoutError,
@@ -49,9 +56,19 @@ class JsonHandler(tornado.web.RequestHandler):
         self.state = state
 
     def set_default_headers(self) -> None:
+        # Here, not in prepare: send_error's clear() runs this again, so error answers carry the ID too.
         self.set_header("Content-Type", "application/json")
+        self.set_header(REQUEST_ID_HEADER, self.request_id)
+
+    @functools.cached_property
+    def request_id(self) -> str:
+        """The caller's X-Request-ID when acceptable, else a new one."""
+        given = self.request.headers.get(REQUEST_ID_HEADER, "")
+        return given if ACCEPTED_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     def prepare(self) -> None:
+        # The request runs in a task of its own: the ID stays with this request's log lines only.
+        request_id_var.set(self.request_id)
         self.state.in_flight += 1  # shutdown waits for this to reach zero
         self._counted = True
 

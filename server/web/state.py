@@ -1,5 +1,7 @@
 """What this process is doing: the phase health checks report, and the requests shutdown waits for."""
 
+from collections.abc import Callable
+
 from server.errors import Phase
 
 
@@ -8,9 +10,11 @@ class ServiceState:
     def __init__(self, phase: Phase):
         self.phase = phase
         self.in_flight = 0
+        self.on_phase: Callable[[Phase], None] = lambda phase: None  # the metrics' service_ready follows it
 
     def set_phase(self, phase: Phase) -> None:
         self.phase = Phase(phase)
+        self.on_phase(self.phase)
 
     @property
     def ready(self) -> bool:
