@@ -7,7 +7,6 @@ import os
 import signal
 
 import tornado.netutil
-from alembic.util.exc import CommandError
 
 from server.db import make_serving_engine, make_session_factory
 from server.errors import (
@@ -23,8 +22,9 @@ from server.errors import (
     outcome,
 )
 from server.logs import configure_logging
-from server.migrations import Migrator
-from server.migrations.runner import MigrationRunner
+from server.migrations.events import Status
+from server.migrations.heads import current_if_at_head
+from server.migrations.runner import MigrationRunner, make_migrator
 from server.settings import Settings, load_settings
 from server.web.app import make_app
 from server.web.body_limit import DRAIN_LIMIT
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         if settings.migrate == "only":
             return migrate_only(settings)
         sockets = tornado.netutil.bind_sockets(settings.port, settings.address, backlog=LISTEN_BACKLOG)
-    except (ServiceError, CommandError) as exc:
+    except ServiceError as exc:
         log.error("%s", exc)
         return EXIT_FAILED
     except OSError as exc:
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
 
 def check(settings: Settings) -> int:
     """--migrate=check: change nothing; 0 at head, 3 when revisions are pending, 1 when it cannot tell."""
-    status = Migrator(settings).status(wait=True)
+    status = make_migrator(settings).status(wait=True)
     if status.at_head:
         log.info("database is at head (%s)", ", ".join(status.current))
         return EXIT_OK
@@ -103,11 +103,7 @@ def migrate_only(settings: Settings) -> int:
 async def serve(settings: Settings, sockets) -> int:
     state = ServiceState(Phase.MIGRATING if settings.migrate == "auto" else Phase.WAITING)
     metrics = make_metrics()
-    try:
-        runner = MigrationRunner(settings, lambda: state.phase, state.set_phase, metrics)
-    except CommandError as exc:
-        log.error("%s", exc)
-        return EXIT_FAILED
+    runner = MigrationRunner(settings, lambda: state.phase, state.set_phase, metrics)
     engine = make_serving_engine(settings)
     if metrics is not None:
         metrics.watch(state, engine)
@@ -128,7 +124,7 @@ async def serve(settings: Settings, sockets) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
-    startup = asyncio.create_task(bring_to_head(settings, runner, state))
+    startup = asyncio.create_task(bring_to_head(settings, runner, state, engine))
     stopping = asyncio.create_task(stop_requested.wait())
     await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
@@ -158,9 +154,14 @@ async def serve(settings: Settings, sockets) -> int:
     return exit_code
 
 
-async def bring_to_head(settings: Settings, runner: MigrationRunner, state: ServiceState) -> None:
-    """auto: upgrade in the executor; off: poll until someone else has. Then ready."""
-    if settings.migrate == "auto":
+async def bring_to_head(settings: Settings, runner: MigrationRunner, state: ServiceState, engine) -> None:
+    """At head already (most starts): ready at once. Else auto: upgrade in the executor; off: poll until
+    someone else has. Then ready."""
+    current = await current_if_at_head(engine, settings.alembic_config)  # no Alembic, one query
+    if current is not None:
+        runner.events.status_read(Status(current=current, heads=current, pending=()))
+        log.info("database already at head (%s)", ", ".join(current))
+    elif settings.migrate == "auto":
         await runner.upgrade()
     else:
         await wait_for_head(runner, state)

@@ -7,12 +7,12 @@ import importlib
 
 _HOMES = {
     "VERSION_TABLE": "server.migrations.heads",
-    "Revision": "server.migrations.status",
-    "Status": "server.migrations.status",
+    "Revision": "server.migrations.events",
+    "Status": "server.migrations.events",
     "make_alembic_config": "server.migrations.status",
-    "AppliedRevision": "server.migrations.upgrade",
+    "AppliedRevision": "server.migrations.events",
     "Migrator": "server.migrations.upgrade",
-    "UpgradeResult": "server.migrations.upgrade",
+    "UpgradeResult": "server.migrations.events",
     "context_options": "server.migrations.upgrade",
     "run_online": "server.migrations.upgrade",
 }

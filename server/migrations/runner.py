@@ -5,16 +5,20 @@ Startup and POST /admin/migrations/upgrade both come through here, so both take 
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from server.errors import Phase, ServiceError, outcome
-from server.migrations.status import Status
-from server.migrations.upgrade import MigrationEvents, Migrator, UpgradeResult
+from server.errors import Phase, ServiceError, SettingsError, outcome
+from server.migrations.events import MigrationEvents, Status, UpgradeResult
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.migrations.upgrade import Migrator
 
 log = logging.getLogger("server")
 
@@ -30,22 +34,29 @@ class MigrationRunner:
         events: MigrationEvents | None = None,
     ):
         self.phase, self.set_phase = phase, set_phase
+        self.settings = settings
         self.events = events or MigrationEvents()
-        self.migrator = Migrator(settings, on_phase=self._on_phase, events=self.events)
         # Revisions block, and one at a time is all a database takes anyway.
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="migrator")
         self.stop = threading.Event()  # set at shutdown: a running upgrade stops after its current revision
         self.running = False
         self.last_upgrade: dict | None = None  # what GET /admin/migrations reports
 
+    @functools.cached_property
+    def migrator(self) -> "Migrator":
+        """The migrator, made on first use (on the executor): a start at head never loads Alembic."""
+        return make_migrator(self.settings, on_phase=self._on_phase, events=self.events)
+
     @property
     def last_snapshot(self) -> dict | None:
         """The latest snapshot this process took before upgrading (GET /admin/migrations)."""
+        if "migrator" not in self.__dict__:
+            return None  # nothing migrated in this process
         snapshot = self.migrator.last_snapshot
         return snapshot.as_json() if snapshot else None
 
     async def status(self) -> Status:
-        return await self._in_executor(self.migrator.status)
+        return await self._in_executor(lambda: self.migrator.status())
 
     def _on_phase(self, phase: Phase) -> None:
         # A serving process goes on serving while an admin-triggered upgrade runs beside it.
@@ -58,7 +69,7 @@ class MigrationRunner:
         phase_before = self.phase()
         self.running = True
         try:
-            result = await self._in_executor(self.migrator.upgrade, self.stop)
+            result = await self._in_executor(lambda: self.migrator.upgrade(self.stop))
         except ServiceError as exc:
             self.last_upgrade = _record(started_at, time.monotonic() - started, exc.applied, error=str(exc))
             self.events.upgrade_failed(exc.applied)
@@ -88,6 +99,18 @@ class MigrationRunner:
     def close(self) -> None:
         self.stop.set()
         self.executor.shutdown(wait=True)
+
+
+def make_migrator(settings: Settings, **options) -> "Migrator":
+    """A Migrator, importing Alembic's runtime only now; an unreadable alembic.ini is a SettingsError."""
+    from alembic.util.exc import CommandError  # importing alembic loads its runtime: only when there is work
+
+    from server.migrations.upgrade import Migrator
+
+    try:
+        return Migrator(settings, **options)
+    except CommandError as exc:
+        raise SettingsError(f"--alembic-config {settings.alembic_config}: {exc}") from None
 
 
 def _record(started_at: datetime, seconds: float, applied, error: str | None) -> dict:

@@ -1,7 +1,5 @@
 """Where a database stands against the revision files: current, heads, pending."""
 
-import dataclasses
-
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -9,25 +7,9 @@ from alembic.util.exc import CommandError
 from sqlalchemy import Connection
 
 from server.errors import UnknownRevision
+from server.migrations.events import Revision, Status
 from server.migrations.heads import VERSION_TABLE
 from server.settings import Settings
-
-
-@dataclasses.dataclass(frozen=True)
-class Revision:
-    id: str
-    message: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Status:
-    current: tuple[str, ...]
-    heads: tuple[str, ...]
-    pending: tuple[Revision, ...]  # oldest first
-
-    @property
-    def at_head(self) -> bool:
-        return not self.pending and set(self.current) == set(self.heads)
 
 
 def make_alembic_config(settings: Settings) -> Config:

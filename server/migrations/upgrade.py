@@ -28,9 +28,10 @@ from server.db import make_engine
 from server.errors import Interrupted, Phase, RevisionFailed, ServiceError, describe, sqlstate
 from server.migrations.backup import Snapshot, snapshot_before_upgrade
 from server.migrations.connect import connect, make_migration_engine
+from server.migrations.events import AppliedRevision, MigrationEvents, Revision, Status, UpgradeResult
 from server.migrations.lint.enforce import enforce_lint
 from server.migrations.lock import migration_lock, still_holding
-from server.migrations.status import VERSION_TABLE, Revision, Status, make_alembic_config, read_status, status_of
+from server.migrations.status import VERSION_TABLE, make_alembic_config, read_status, status_of
 from server.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -38,38 +39,6 @@ T = TypeVar("T")
 
 LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's sqlstate for lock_timeout
 RETRY_PAUSE = 1.0  # the first pause before retrying a revision that hit lock_timeout; it doubles
-
-
-@dataclasses.dataclass(frozen=True)
-class AppliedRevision:
-    id: str
-    message: str
-    seconds: float
-
-
-@dataclasses.dataclass(frozen=True)
-class UpgradeResult:
-    applied: tuple[AppliedRevision, ...]
-    status: Status
-    seconds: float
-
-
-class MigrationEvents:
-    """What the migrations report as they go, to whoever watches (the server's metrics); here, nothing.
-
-    Called on the migrator's thread. Migrations never import web: the watcher subclasses this instead."""
-
-    def status_read(self, status: Status) -> None:
-        """Where the database stands, each time it is read."""
-
-    def lock_taken(self, waited: float) -> None:
-        """The migration lock was taken after waiting this many seconds."""
-
-    def upgraded(self, result: UpgradeResult) -> None:
-        """An upgrade through the runner finished (perhaps with nothing to apply)."""
-
-    def upgrade_failed(self, applied: tuple[AppliedRevision, ...]) -> None:
-        """An upgrade through the runner failed, after applying these revisions."""
 
 
 @dataclasses.dataclass

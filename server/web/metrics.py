@@ -29,8 +29,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import Phase
-from server.migrations.status import Status
-from server.migrations.upgrade import AppliedRevision, MigrationEvents, UpgradeResult
+from server.migrations.events import AppliedRevision, MigrationEvents, Status, UpgradeResult
 from server.web.handlers import JsonHandler
 from server.web.state import ServiceState
 
