@@ -433,7 +433,9 @@ def make_source(url: str, rows=(), revision: str | None = None, *flags: str) -> 
     (id, name, created_at) with created_at as SQLite text or, for PostgreSQL, a datetime."""
     if make_url(url).get_backend_name() == "postgresql":
         in_thread(Migrator(make_settings(url, *flags)).upgrade)
-        pg_execute_many(url, "INSERT INTO my_table (id, name, created_at) VALUES ($1, $2, $3)", rows)
+        # As text: asyncpg would send datetime.min and .max (0001-01-01, 9999-12-31 23:59:59.999999) as infinity.
+        rows = ((i, name, moment.isoformat()) for i, name, moment in rows)
+        pg_execute_many(url, "INSERT INTO my_table (id, name, created_at) VALUES ($1, $2, $3::text::timestamptz)", rows)
         return
     path = Path(make_url(url).database)
     path.parent.mkdir(parents=True, exist_ok=True)
