@@ -146,7 +146,7 @@ class Transfer:
         self.source.check_reachable()
         heads = await self._source_at_head()
         await self._target_to_head()
-        reader = Reader(self.source, self.plans, self.batch_size, self.interrupt.stop_here)
+        reader = Reader(self.source, self.plans, self.batch_size, self.target.takes, self.interrupt.stop_here)
         try:
             snapshot = reader.start()
             if set(snapshot.versions) != set(heads):  # migrated between the status check and the snapshot

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 
@@ -14,7 +14,7 @@ from server.db import CONNECT_TIMEOUT
 from server.errors import TransferFailed, describe
 from server.settings import Settings
 from server.transfer.plan import PG_EPOCH_SECONDS_SINCE_1970, Batch, TablePlan, quote
-from server.transfer.stream import Outbox, Snapshot, TableRead, TableStart
+from server.transfer.stream import CopyChunk, Form, Outbox, Snapshot, TableRead, TableStart
 from server.transfer.verify import ColumnDigests, TableCheck
 
 log = logging.getLogger("server.transfer")
@@ -31,35 +31,74 @@ class PostgresSource:
     def check_reachable(self) -> None:
         """Nothing to look at before connecting: the migrator's status check reaches it first."""
 
-    def read(self, plans: list[TablePlan], batch_size: int, out: Outbox) -> None:
-        # The reader's thread has no loop of its own: one for this connection alone.
-        asyncio.run(self._read(plans, batch_size, out))
+    def read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
+        # The reader's thread has no loop of its own: one for these connections alone.
+        asyncio.run(self._read(plans, batch_size, form, out))
 
-    async def _read(self, plans: list[TablePlan], batch_size: int, out: Outbox) -> None:
-        connection = await connect(self.settings, "source")
+    async def _read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
+        connections = [await connect(self.settings, "source")]
         try:
-            async with connection.transaction(isolation="repeatable_read", readonly=True):
-                versions = await connection.fetch("SELECT version_num FROM alembic_version")
-                out.put(Snapshot(tuple(v for (v,) in versions)))
-                for plan in plans:
-                    out.put(TableStart(await connection.fetchval(f"SELECT count(*) FROM {quote(plan.name)}")))
-                    digests = ColumnDigests(len(plan.columns))
-                    kinds = [c.kind for c in plan.columns]
-                    cursor = await connection.cursor(rows_query(plan, False, False))
-                    while records := await cursor.fetch(batch_size):
-                        digests.add_values(kinds, records)
-                        out.put(Batch(len(records), records, tuple(records[-1][i] for i in plan.key)))
-                    out.put(digests.check())
+            first = connections[0]
+            await first.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            out.put(Snapshot(tuple(v for (v,) in await first.fetch("SELECT version_num FROM alembic_version"))))
+            if form == "postgres-binary":
+                # A second connection in the same snapshot computes the checksum while the first streams
+                # the rows: two queries at once on the server instead of one after the other.
+                snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+                connections.append(await connect(self.settings, "source"))
+                await connections[1].execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                await connections[1].execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            for plan in plans:
+                out.put(TableStart(await first.fetchval(f"SELECT count(*) FROM {quote(plan.name)}")))
+                if form == "postgres-binary":
+                    out.put(await _stream(first, connections[1], plan, out))
+                else:
+                    out.put(await _values(first, plan, batch_size, out))
         except DRIVER_ERRORS as exc:
             raise TransferFailed(f"source: {describe(exc, self.settings.database_url)}") from None
         finally:
-            connection.terminate()  # read-only: nothing to finish
+            for connection in connections:
+                connection.terminate()  # read-only: nothing to finish
+
+
+async def _values(connection: asyncpg.Connection, plan: TablePlan, batch_size: int, out: Outbox) -> TableCheck:
+    """A table as Batches of transfer values, hashed as they go."""
+    digests = ColumnDigests(len(plan.columns))
+    kinds = [c.kind for c in plan.columns]
+    cursor = await connection.cursor(rows_query(plan, False, False))
+    while records := await cursor.fetch(batch_size):
+        digests.add_values(kinds, records)
+        out.put(Batch(len(records), records, tuple(records[-1][i] for i in plan.key)))
+    return digests.check()
+
+
+async def _stream(
+    connection: asyncpg.Connection, checksummer: asyncpg.Connection, plan: TablePlan, out: Outbox
+) -> TableCheck:
+    """A table as its binary COPY stream, and its checksum from the other connection meanwhile."""
+    digests = ColumnDigests(len(plan.columns))
+
+    async def hash_text(data: bytes) -> None:
+        digests.add_copy_text(data)
+
+    async def send(data: bytes) -> None:
+        out.put(CopyChunk(data))
+
+    checksum = asyncio.ensure_future(checksummer.copy_from_query(rows_query(plan, False, False), output=hash_text))
+    try:
+        await connection.copy_from_query(_select(plan), output=send, format="binary")
+        await checksum
+    finally:
+        checksum.cancel()
+    return digests.check()
 
 
 class PostgresTarget:
     """Takes the tables until commit, COPYs each in parts of PART_ROWS, each read back right after it is
     written: while PostgreSQL reads a part back, the reader goes on preparing the next one, so its work
     hides behind the verification, and a mismatch shows early."""
+
+    takes: Form = "postgres-binary"
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -96,12 +135,19 @@ class PostgresTarget:
         assert self._connection is not None
         digests = ColumnDigests(len(plan.columns))
         columns = [c.name for c in plan.columns]
-        batches = table.batches()
-        lower: tuple | None = None  # the last key of the part before
-        batch = next(batches, None)
+        pieces = table.pieces()
+        first = next(pieces, None)
         with self._errors():
+            if isinstance(first, CopyChunk):  # from PostgreSQL: as it came, then read back whole
+                await self._connection.copy_to_table(
+                    plan.name, source=_chunks(first, pieces), columns=columns, format="binary"
+                )
+                await self._read_back(plan, digests, None, None)
+                return digests.check()
+            lower: tuple | None = None  # the last key of the part before
+            batch = first
             while batch is not None:
-                part = _Part(batch, batches)
+                part = _Part(batch, pieces)
                 await self._connection.copy_records_to_table(plan.name, records=part.records(), columns=columns)
                 # The last part's range is left open, so the check would see any row beyond it.
                 upper = part.last_key if part.following is not None else None
@@ -182,9 +228,9 @@ class PostgresTarget:
 class _Part:
     """The batches of one COPY: from `first` until PART_ROWS rows or the table's end."""
 
-    def __init__(self, first: Batch, batches: Iterator[Batch]):
-        self.first, self._batches = first, batches
-        self.last_key: tuple = first.last_key
+    def __init__(self, first: Batch | CopyChunk, pieces: Iterator[Batch | CopyChunk]):
+        self.first, self._pieces = _batch(first), pieces
+        self.last_key: tuple = self.first.last_key
         self.following: Batch | None = None  # what starts the next part; None at the table's end
 
     def records(self) -> Iterator[tuple]:
@@ -194,11 +240,33 @@ class _Part:
             self.last_key = batch.last_key
             rows += batch.rows
             yield from batch.records
-            following = next(self._batches, None)
+            following = next(self._pieces, None)
             if following is None or rows >= PART_ROWS:
-                self.following = following
+                self.following = None if following is None else _batch(following)
                 return
-            batch = following
+            batch = _batch(following)
+
+
+def _batch(piece: Batch | CopyChunk) -> Batch:
+    if not isinstance(piece, Batch):
+        raise TransferFailed("source: a COPY chunk among the rows")
+    return piece
+
+
+async def _chunks(first: CopyChunk, pieces: Iterator[Batch | CopyChunk]) -> AsyncIterator[bytes]:
+    # Waiting for the next chunk blocks the loop's thread, as feeding COPY from the records does: between
+    # chunks, and the wait notices a signal.
+    yield first.data
+    for piece in pieces:
+        if not isinstance(piece, CopyChunk):
+            raise TransferFailed("source: rows among the COPY chunks")
+        yield piece.data
+
+
+def _select(plan: TablePlan) -> str:
+    """The rows as stored, in key order: the binary COPY stream a PostgreSQL target takes as it is."""
+    keys = [quote(c.name) + (' COLLATE "C"' if c.kind == "text" else "") for c in plan.key_columns]
+    return f"SELECT {', '.join(quote(c.name) for c in plan.columns)} FROM {quote(plan.name)} ORDER BY {', '.join(keys)}"
 
 
 def rows_query(plan: TablePlan, lower: bool, upper: bool) -> str:

@@ -21,7 +21,7 @@ from server.transfer.plan import (
     TablePlan,
     quote,
 )
-from server.transfer.stream import Outbox, Snapshot, TableRead, TableStart
+from server.transfer.stream import Form, Outbox, Snapshot, TableRead, TableStart
 from server.transfer.verify import SEPARATOR, ColumnDigests, TableCheck, canonical_column
 
 # SQLite concatenates a column a third faster with a literal separator, and SQL text cannot hold NUL: a rare
@@ -46,7 +46,8 @@ class SqliteSource:
         if not self.path.is_file():
             raise TransferFailed(f"source unreachable: SQLite file {self.path} does not exist")
 
-    def read(self, plans: list[TablePlan], batch_size: int, out: Outbox) -> None:
+    def read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
+        """Values whatever the form: every target takes them."""
         uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)) as db:
@@ -70,6 +71,8 @@ class SqliteTarget:
     Blocking calls on the loop's thread: each is one batch, and between batches the reader's wait notices
     a signal; there is nothing else for the loop to do meanwhile.
     """
+
+    takes: Form = "values"
 
     def __init__(self, settings: Settings, stop_here: Callable[[], None]):
         self.path = Path(settings.database_url.database)

@@ -10,7 +10,7 @@ import dataclasses
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from server.errors import TransferFailed
 from server.transfer.plan import Batch, TablePlan
@@ -31,7 +31,17 @@ class TableStart:
     rows: int  # as counted in the snapshot: for progress
 
 
-Message = Snapshot | TableStart | Batch | TableCheck
+@dataclasses.dataclass(frozen=True)
+class CopyChunk:
+    """A piece of a table in PostgreSQL's binary COPY format: from a PostgreSQL source to a PostgreSQL target
+    as it is, never decoded on the way."""
+
+    data: bytes
+
+
+# What a target takes: transfer values (every target), or also PostgreSQL's binary COPY stream.
+Form = Literal["values", "postgres-binary"]
+Message = Snapshot | TableStart | Batch | CopyChunk | TableCheck
 M = TypeVar("M", Snapshot, TableStart)
 
 
@@ -65,13 +75,16 @@ class Source(Protocol):
     def check_reachable(self) -> None:
         """Raise TransferFailed if it is plainly not there, before anything is opened."""
 
-    def read(self, plans: list[TablePlan], batch_size: int, out: Outbox) -> None:
+    def read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
         """On the reader thread, in one read-only snapshot: a Snapshot, then for each table in order a
-        TableStart, its Batches in key order and its TableCheck."""
+        TableStart, its rows in key order (Batches, or CopyChunks if `form` allows and the source can) and
+        its TableCheck."""
 
 
 class Target(Protocol):
     """A database to copy into, in one transaction that commits only when told."""
+
+    takes: Form
 
     async def begin(self, plans: list[TablePlan], replace: bool) -> None:
         """Connect, open the transaction, take the tables; refuse rows already there unless `replace`."""
@@ -94,29 +107,42 @@ class TableRead:
     _reader: "Reader"
     check: TableCheck | None = None
 
-    def batches(self) -> Iterator[Batch]:
+    def pieces(self) -> Iterator[Batch | CopyChunk]:
+        reported = 0
         while True:
             message = self._reader.next()
             if isinstance(message, TableCheck):
                 self.check = message
+                self._reader.on_rows(message.rows - reported)  # rows no piece counted (COPY chunks)
                 return
-            if not isinstance(message, Batch):
+            if not isinstance(message, Batch | CopyChunk):
                 raise TransferFailed(f"source: expected rows, got {type(message).__name__}")
-            self._reader.on_rows(message.rows)
+            if isinstance(message, Batch):
+                reported += message.rows
+                self._reader.on_rows(message.rows)
             yield message
+
+    def batches(self) -> Iterator[Batch]:
+        """The pieces of a target that takes values only."""
+        for piece in self.pieces():
+            if not isinstance(piece, Batch):
+                raise TransferFailed(f"source: sent {type(piece).__name__}, which this target does not take")
+            yield piece
 
 
 class Reader:
     """The consumer's end: starts the source's thread, hands out its messages, and stops it."""
 
-    def __init__(self, source: Source, plans: list[TablePlan], batch_size: int, stop_here: Callable[[], None]):
+    def __init__(
+        self, source: Source, plans: list[TablePlan], batch_size: int, form: Form, stop_here: Callable[[], None]
+    ):
         self.stop_here = stop_here  # raises if a signal asked to stop: checked while waiting
         self.on_rows: Callable[[int], None] = lambda rows: None
         self._messages: queue.Queue = queue.Queue(READ_AHEAD)
         self._stop = threading.Event()
         outbox = Outbox(self._messages, self._stop)
         self._thread = threading.Thread(
-            target=self._run, args=(source, plans, batch_size, outbox), name="transfer-reader", daemon=True
+            target=self._run, args=(source, plans, batch_size, form, outbox), name="transfer-reader", daemon=True
         )
 
     def start(self) -> Snapshot:
@@ -153,9 +179,9 @@ class Reader:
         return message
 
     @staticmethod
-    def _run(source: Source, plans: list[TablePlan], batch_size: int, out: Outbox) -> None:
+    def _run(source: Source, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
         try:
-            source.read(plans, batch_size, out)
+            source.read(plans, batch_size, form, out)
         except Stopped:
             pass
         except BaseException as exc:  # handed to the consumer, which reports it
