@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import importlib.metadata
 import shlex
 import shutil
 import sqlite3
@@ -58,6 +57,7 @@ from _common import (
     Children,
     Databases,
     Samples,
+    _installed,
     clean_environ,
     command_line,
     environment_lines,
@@ -133,52 +133,33 @@ class Bench:
     async def transfer(self, source: str, target_kind: str, rows: int) -> Run:
         """One transfer into a fresh database of target_kind."""
         target = await self.fresh(target_kind)
+        argv = self.transfer_argv(source, target)
+        return await self.timed(argv, clean_environ(PYTHONPATH=str(ROOT)), "transfer", target, rows)
+
+    async def pgloader(self, rows: int) -> Run:
+        target = await self.fresh("postgresql", at_head=self.args.pgloader_schema == "ours")
+        commands = self.workdir / "load.pgloader"
+        commands.write_text(self.pgloader_commands(self.sqlite_sources[rows], target))
+        return await self.timed(["pgloader", str(commands)], clean_environ(), "pgloader", target, rows)
+
+    async def pg_dump_restore(self, rows: int) -> Run:
+        target = await self.fresh("postgresql", at_head=True)
+        argv = ["bash", "-c", self.pg_dump_command(self.postgres_sources[rows], target)]
+        return await self.timed(argv, clean_environ(), "pg_dump", target, rows)
+
+    async def db_to_sqlite(self, rows: int) -> Run:
+        target = await self.fresh("sqlite")
+        argv = self.db_to_sqlite_argv(self.postgres_sources[rows], target)
+        return await self.timed(argv, clean_environ(), "db-to-sqlite", target, rows)
+
+    async def timed(self, argv: list[str], env: dict[str, str], label: str, target: str, rows: int) -> Run:
+        """Run one side to exit 0, check its target holds the rows, drop the target either way."""
         try:
-            seconds, child = await self.children.run(
-                self.transfer_argv(source, target), clean_environ(PYTHONPATH=str(ROOT)), "transfer", RUN_TIMEOUT
-            )
+            seconds, child = await self.children.run(argv, env, label, RUN_TIMEOUT)
             await self.check(target, rows)
             return Run(seconds, child.cpu, child.maxrss)
         finally:
             await self.drop(target)
-
-    async def pgloader(self, rows: int) -> Run:
-        url = await self.fresh("postgresql", at_head=self.args.pgloader_schema == "ours")
-        try:
-            commands = self.workdir / "load.pgloader"
-            commands.write_text(self.pgloader_commands(self.sqlite_sources[rows], url))
-            seconds, child = await self.children.run(
-                ["pgloader", str(commands)], clean_environ(), "pgloader", RUN_TIMEOUT
-            )
-            await self.check(url, rows)
-            return Run(seconds, child.cpu, child.maxrss)
-        finally:
-            await self.drop(url)
-
-    async def pg_dump_restore(self, rows: int) -> Run:
-        url = await self.fresh("postgresql", at_head=True)
-        try:
-            seconds, child = await self.children.run(
-                ["bash", "-c", self.pg_dump_command(self.postgres_sources[rows], url)],
-                clean_environ(),
-                "pg_dump",
-                RUN_TIMEOUT,
-            )
-            await self.check(url, rows)
-            return Run(seconds, child.cpu, child.maxrss)
-        finally:
-            await self.drop(url)
-
-    async def db_to_sqlite(self, rows: int) -> Run:
-        url = await self.fresh("sqlite")
-        try:
-            seconds, child = await self.children.run(
-                self.db_to_sqlite_argv(self.postgres_sources[rows], url), clean_environ(), "db-to-sqlite", RUN_TIMEOUT
-            )
-            await self.check(url, rows)
-            return Run(seconds, child.cpu, child.maxrss)
-        finally:
-            await self.drop(url)
 
     def transfer_argv(self, source: str, target: str) -> list[str]:
         return [PYTHON, "-m", "server.transfer", source, target]
@@ -395,14 +376,6 @@ def rate(rows: int, seconds: float) -> str:
 def db_to_sqlite_path() -> str | None:
     beside = Path(PYTHON).parent / "db-to-sqlite"  # installed into the benchmark's own environment
     return str(beside) if beside.exists() else shutil.which("db-to-sqlite")
-
-
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.version(name)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
 
 
 def tool_version(name: str) -> str:

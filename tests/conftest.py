@@ -329,11 +329,10 @@ def start_server(tmp_path):
         server.kill()
 
 
-def run_alembic(*args: str, cwd: Path, timeout: float = 60, **environ) -> subprocess.CompletedProcess:
-    """`alembic ARGS` as a user runs it: a subprocess, with the repository's alembic.ini unless told."""
-    environ.setdefault("ALEMBIC_CONFIG", str(ROOT / "alembic.ini"))
+def run_module(module: str, *args: str, cwd: Path, timeout: float, **environ) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` as a user runs it, to the end: a subprocess with a clean environment."""
     return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=clean_environ(**environ),
         capture_output=True,
@@ -343,31 +342,35 @@ def run_alembic(*args: str, cwd: Path, timeout: float = 60, **environ) -> subpro
     )
 
 
+def run_alembic(*args: str, cwd: Path, timeout: float = 60, **environ) -> subprocess.CompletedProcess:
+    """`alembic ARGS` as a user runs it: a subprocess, with the repository's alembic.ini unless told."""
+    environ.setdefault("ALEMBIC_CONFIG", str(ROOT / "alembic.ini"))
+    return run_module("alembic", *args, cwd=cwd, timeout=timeout, **environ)
+
+
 # --- looking at databases and output by hand ----------------------------------------------------------
 
 
-def pg_query(url: str, sql: str, *args) -> list[tuple]:
+def pg_run(url: str, work):
+    """await work(connection) on a connection of its own to `url`, off the test's thread."""
+
     async def run():
         connection = await asyncpg.connect(url, timeout=10)
         try:
-            return [tuple(row) for row in await connection.fetch(sql, *args)]
+            return await work(connection)
         finally:
             await connection.close()
 
     return run_async(run)
 
 
+def pg_query(url: str, sql: str, *args) -> list[tuple]:
+    return [tuple(row) for row in pg_run(url, lambda connection: connection.fetch(sql, *args))]
+
+
 def pg_execute(url: str, sql: str, *args) -> None:
     """A statement without results (or several at once, without arguments)."""
-
-    async def run():
-        connection = await asyncpg.connect(url, timeout=10)
-        try:
-            await connection.execute(sql, *args)
-        finally:
-            await connection.close()
-
-    run_async(run)
+    pg_run(url, lambda connection: connection.execute(sql, *args))
 
 
 def error_lines(output: str) -> list[str]:
@@ -397,15 +400,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 def transfer(source: str, target: str, *flags: str, timeout: float = 120, **environ) -> subprocess.CompletedProcess:
     """The transfer as a user runs it, to the end."""
-    return subprocess.run(
-        [sys.executable, "-m", "server.transfer", source, target, *flags],
-        cwd=ROOT,
-        env=clean_environ(**environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_module("server.transfer", source, target, *flags, cwd=ROOT, timeout=timeout, **environ)
 
 
 def start_transfer(source: str, target: str, log: Path, *flags: str, **environ) -> subprocess.Popen:
@@ -451,14 +446,8 @@ def make_source(url: str, rows=(), revision: str | None = None, *flags: str) -> 
 
 
 def pg_execute_many(url: str, sql: str, rows) -> None:
-    async def run():
-        connection = await asyncpg.connect(url, timeout=10)
-        try:
-            await connection.executemany(sql, list(rows))
-        finally:
-            await connection.close()
-
-    run_async(run)
+    rows = list(rows)
+    pg_run(url, lambda connection: connection.executemany(sql, rows))
 
 
 def stored_rows(url: str) -> list[tuple]:

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -29,6 +30,7 @@ from server.transfer.stream import Reader, Source, Target
 from server.transfer.verify import TableFigures
 
 log = logging.getLogger("server.transfer")  # not __name__: run with -m, that is "__main__"
+T = TypeVar("T")
 
 DESCRIPTION = "Copy every table from one database to another in one transaction, verified before it commits."
 MIGRATOR_ERRORS = (MigrationError, ServiceError)
@@ -212,7 +214,7 @@ class Transfer:
         if result.applied:
             log.info("target upgraded to %s", ", ".join(result.status.current))
 
-    async def _in_thread(self, side: str, settings: Settings, work, *args):
+    async def _in_thread(self, side: str, settings: Settings, work: Callable[..., T], *args: object) -> T:
         # The migrator runs its own event loop, so it gets a thread, as in the server. On a signal the
         # upgrade stops between revisions, and this waits for it rather than leaving it half done.
         future = asyncio.get_running_loop().run_in_executor(None, work, *args)

@@ -1,6 +1,7 @@
 """SQLite as a source (read on a thread, in one read transaction) and as a target (one BEGIN IMMEDIATE)."""
 
 import contextlib
+import dataclasses
 import datetime
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -24,9 +25,10 @@ from server.transfer.plan import (
 from server.transfer.stream import Form, Outbox, Snapshot, TableRead, TableStart
 from server.transfer.verify import SEPARATOR, ColumnDigests, TableCheck, canonical_column
 
-# SQLite concatenates a column a third faster with a literal separator, and SQL text cannot hold NUL: a rare
+# SQLite concatenates a column faster with a literal separator, and SQL text cannot hold NUL: a rare
 # character instead, and a chunk where some value holds it is read again joined by NUL.
 READ_SEPARATOR = "\x1f"
+READ_BACK_ROWS = 5_000  # rows per read when a target checks what it wrote
 # What SQLAlchemy writes for a DateTime: the text every reader of the file (the server included) expects.
 # From microseconds since 2000-01-01 in SQL, so that SQLite formats each row in C.
 _MICROS = "((({v} % 1000000) + 1000000) % 1000000)"  # the fraction, also before 1970 (% keeps the sign)
@@ -77,7 +79,6 @@ class SqliteTarget:
     def __init__(self, settings: Settings, stop_here: Callable[[], None]):
         self.path = Path(settings.database_url.database)
         self.stop_here = stop_here
-        self.batch_size = 5_000
         self._db: sqlite3.Connection | None = None
 
     async def begin(self, plans: list[TablePlan], replace: bool) -> None:
@@ -109,7 +110,7 @@ class SqliteTarget:
             for batch in table.batches():
                 self._db.executemany(insert, batch.records)
             digests = ColumnDigests(len(plan.columns))
-            for batch, canonical in read_chunks(self._db, plan, self.batch_size, lambda: False):
+            for batch, canonical in read_chunks(self._db, plan, READ_BACK_ROWS, lambda: False):
                 self.stop_here()
                 digests.add_columns(canonical, batch.rows)
         except sqlite3.Error as exc:
@@ -164,9 +165,14 @@ def read_chunks(
         after = [read.columns[i].rpartition(read.separator)[2] for i in plan.key]
 
 
+@dataclasses.dataclass(frozen=True)
 class _Chunk:
-    def __init__(self, count: int, columns: list[str], nulls: list[list[int]], separator: str):
-        self.count, self.columns, self.nulls, self.separator = count, columns, nulls, separator
+    """Up to a batch of rows, each column joined into one string."""
+
+    count: int
+    columns: list[str]
+    nulls: list[list[int]]  # per column, the positions that were NULL
+    separator: str
 
 
 def _read(
