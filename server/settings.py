@@ -42,7 +42,9 @@ SECONDS = dict(type=float, minimum=0)
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("address", str, "127.0.0.1", "Address to listen on."),
-    Setting("port", int, 8888, "Port to listen on; `0` picks a free port and logs it.", minimum=0, maximum=65535),
+    Setting(
+        "port", int, 8888, "Port to listen on; `0` picks a free port and logs it.", minimum=0, maximum=65535
+    ),
     Setting(
         "database-url",
         str,
@@ -120,7 +122,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("backup-keep", int, 5, "Snapshots kept per database; older ones are deleted.", minimum=1),
     Setting("pool-size", int, 10, "Database connections each process keeps open for requests.", minimum=1),
-    Setting("pool-max-overflow", int, 0, "Extra connections opened under load, closed after use.", minimum=0),
+    Setting(
+        "pool-max-overflow", int, 0, "Extra connections opened under load, closed after use.", minimum=0
+    ),
     Setting(
         "pool-timeout",
         **SECONDS,
