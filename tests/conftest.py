@@ -3,6 +3,7 @@
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -88,20 +89,9 @@ def postgres_server() -> str:
 
 
 @pytest.fixture
-def postgres_url(postgres_server) -> str:
+def postgres_url(new_postgres_url) -> str:
     """A fresh, empty PostgreSQL database for this test alone, dropped afterwards."""
-    name = f"tm_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql):
-        connection = await asyncpg.connect(postgres_server, timeout=10)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    run_async(admin, f'CREATE DATABASE "{name}"')
-    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
-    run_async(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return new_postgres_url()
 
 
 @pytest.fixture
@@ -334,15 +324,7 @@ def start_server(tmp_path):
 def run_alembic(*args: str, cwd: Path, timeout: float = 60, **environ) -> subprocess.CompletedProcess:
     """`alembic ARGS` as a user runs it: a subprocess, with the repository's alembic.ini unless told."""
     environ.setdefault("ALEMBIC_CONFIG", str(ROOT / "alembic.ini"))
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=cwd,
-        env=clean_environ(**environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_module("alembic", *args, cwd=cwd, timeout=timeout, **environ)
 
 
 def run_backup(*args: str, cwd: Path, timeout: float = 60, **environ) -> subprocess.CompletedProcess:
@@ -391,14 +373,7 @@ def query(url: str, sql: str, *params) -> list[tuple]:
             connection.commit()
             return [tuple(row) for row in rows]
 
-    async def run():
-        connection = await asyncpg.connect(url, timeout=10)
-        try:
-            return [tuple(row) for row in await connection.fetch(sql, *params)]
-        finally:
-            await connection.close()
-
-    return run_async(run)
+    return [tuple(row) for row in pg_run(url, lambda connection: connection.fetch(sql, *params))]
 
 
 def versions(url: str) -> list[str]:
@@ -460,13 +435,14 @@ def assert_clean(log: str) -> None:
     assert not error_lines(log), log
 
 
-def assert_one_clear_error(server, *words: str) -> str:
-    """Exactly one ERROR line, naming each of words, and no traceback anywhere."""
-    errors = error_lines(server.log)
-    assert len(errors) == 1, server.log
+def assert_one_clear_error(server_or_output, *words: str) -> str:
+    """Exactly one ERROR line, naming each of words, and no traceback anywhere (a server's log, or text)."""
+    log = getattr(server_or_output, "log", server_or_output)
+    errors = error_lines(log)
+    assert len(errors) == 1, log
     for word in words:
-        assert word in errors[0], server.log
-    assert "Traceback" not in server.log, server.log
+        assert word in errors[0], log
+    assert "Traceback" not in log, log
     return errors[0]
 
 
@@ -594,3 +570,185 @@ class Writers:
     @property
     def created(self) -> int:
         return self.statuses.get(201, 0)
+
+
+# --- databases to move data between: python -m server.transfer -----------------------------------------
+
+
+@pytest.fixture
+def new_postgres_url(postgres_server):
+    """new_postgres_url() -> the URL of a fresh, empty PostgreSQL database; all dropped afterwards."""
+    names: list[str] = []
+
+    def create() -> str:
+        names.append(f"tm_{uuid.uuid4().hex[:12]}")
+        pg_execute(postgres_server, f'CREATE DATABASE "{names[-1]}"')
+        return make_url(postgres_server).set(database=names[-1]).render_as_string(hide_password=False)
+
+    yield create
+    for name in names:
+        pg_execute(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float, **environ) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` as a user runs it, to the end: a subprocess with a clean environment."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=clean_environ(**environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def pg_run(url: str, work):
+    """await work(connection) on a connection of its own to `url`, off the test's thread."""
+
+    async def run():
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            return await work(connection)
+        finally:
+            await connection.close()
+
+    return run_async(run)
+
+
+def pg_execute(url: str, sql: str, *args) -> None:
+    """A statement without results (or several at once, without arguments)."""
+    pg_run(url, lambda connection: connection.execute(sql, *args))
+
+
+def pg_execute_many(url: str, sql: str, rows) -> None:
+    rows = list(rows)
+    pg_run(url, lambda connection: connection.executemany(sql, rows))
+
+
+def transfer(source: str, target: str, *flags: str, timeout: float = 120, **environ) -> subprocess.CompletedProcess:
+    """The transfer as a user runs it, to the end."""
+    return run_module("server.transfer", source, target, *flags, cwd=ROOT, timeout=timeout, **environ)
+
+
+def start_transfer(source: str, target: str, log: Path, *flags: str, **environ) -> subprocess.Popen:
+    """The transfer in the background, its output in `log`: the caller kills it in a finally."""
+    with open(log, "wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "server.transfer", source, target, *flags],
+            cwd=ROOT,
+            env=clean_environ(**environ),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """For a finally: whatever state it is in, it is gone afterwards."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(10)
+
+
+def make_source(url: str, rows=(), revision: str | None = None, *flags: str) -> None:
+    """A database at head (or, SQLite only, at `revision` through alembic) holding rows of my_table:
+    (id, name, created_at) with created_at as SQLite text or, for PostgreSQL, a datetime."""
+    if make_url(url).get_backend_name() == "postgresql":
+        in_thread(Migrator(make_settings(url, *flags)).upgrade)
+        # As text: asyncpg would send datetime.min and .max (0001-01-01, 9999-12-31 23:59:59.999999) as infinity.
+        rows = ((i, name, moment.isoformat()) for i, name, moment in rows)
+        pg_execute_many(url, "INSERT INTO my_table (id, name, created_at) VALUES ($1, $2, $3::text::timestamptz)", rows)
+        return
+    path = Path(make_url(url).database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if revision is None:
+        in_thread(Migrator(make_settings(url, *flags)).upgrade)
+    else:
+        result = run_alembic("upgrade", revision, cwd=path.parent.parent, DATABASE_URL=url)
+        assert result.returncode == 0, result.stderr
+    columns = "(id, name, created_at)" if revision is None else "(id, name)"
+    marks = "(?, ?, ?)" if revision is None else "(?, ?)"
+    with contextlib.closing(sqlite3.connect(path)) as connection, connection:
+        connection.executemany(f"INSERT INTO my_table {columns} VALUES {marks}", rows)
+
+
+def stored_rows(url: str) -> list[tuple]:
+    """my_table's rows in id order, created_at as an aware UTC datetime on either dialect."""
+    sql = "SELECT id, name, created_at FROM my_table ORDER BY id"
+    if make_url(url).get_backend_name() == "postgresql":
+        return query(url, sql)
+    with contextlib.closing(sqlite3.connect(make_url(url).database)) as connection:
+        rows = connection.execute(sql).fetchall()
+    return [(i, name, _moment(text)) for i, name, text in rows]
+
+
+def _moment(text: str) -> datetime.datetime:
+    moment = datetime.datetime.fromisoformat(text)
+    return moment.replace(tzinfo=datetime.UTC) if moment.tzinfo is None else moment.astimezone(datetime.UTC)
+
+
+# Text no copy may change: quotes, backslashes, COPY's escapes, control characters, other scripts, the
+# astral plane, 50 characters (the column's limit) in one, two and four bytes each.
+AWKWARD_NAMES = (
+    "plain",
+    "日本語のテキスト",
+    "emoji 😀🎉🚀 and 👩‍👩‍👧",
+    "中文 한국어 ελληνικά עברית",
+    "it's a \"quote\" and a 'quote'",
+    "back\\slash \\N \\\\ and \\t",
+    "tab\there, newline\nhere, return\rhere",
+    "bell \a backspace \b formfeed \f vtab \v esc \x1b",
+    "unit\x1fseparator",  # the character the reader joins values with
+    "x" * 50,
+    "é" * 50,
+    "🎉" * 50,
+    "",
+    " leading and trailing ",
+)
+
+
+# SQLite text as the server, SQLAlchemy and other writers leave it, and the moment each one means.
+AWKWARD_MOMENTS = (
+    ("2026-11-21 00:22:53", datetime.datetime(2026, 11, 21, 0, 22, 53, tzinfo=datetime.UTC)),  # CURRENT_TIMESTAMP
+    ("2026-11-21 00:22:53.000001", datetime.datetime(2026, 11, 21, 0, 22, 53, 1, tzinfo=datetime.UTC)),  # SQLAlchemy
+    ("1970-01-01 00:00:00.500000", datetime.datetime(1970, 1, 1, 0, 0, 0, 500000, tzinfo=datetime.UTC)),
+    ("1999-12-31 23:59:59.999999", datetime.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.UTC)),
+    ("0001-01-01 00:00:00", datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)),
+    ("9999-12-31 23:59:59.999999", datetime.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=datetime.UTC)),
+    ("2026-11-21T02:22:53+02:00", datetime.datetime(2026, 11, 21, 0, 22, 53, tzinfo=datetime.UTC)),
+    ("2026-11-21T00:22:53Z", datetime.datetime(2026, 11, 21, 0, 22, 53, tzinfo=datetime.UTC)),
+    ("2026-11-21", datetime.datetime(2026, 11, 21, tzinfo=datetime.UTC)),
+)
+
+
+BIG_ROWS = 300_000  # enough that a copy takes a moment: a signal can land in its middle
+
+
+@pytest.fixture(scope="session")
+def big_source(tmp_path_factory) -> str:
+    """An SQLite file: BIG_ROWS rows at head, made once: enough that the copy takes a moment."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('big') / 'db' / 'app.db'}"
+    rows = ((i, f"row {i} 🎉", f"2026-01-01 00:00:{i % 60:02d}.{i % 1_000_000:06d}") for i in range(1, BIG_ROWS + 1))
+    make_source(url, rows)
+    return url
+
+
+@pytest.fixture(scope="session")
+def big_postgres_source(postgres_server) -> str:
+    """A PostgreSQL database: BIG_ROWS rows at head, made once, dropped at the end of the session."""
+    name = f"tm_big_{uuid.uuid4().hex[:8]}"
+    pg_execute(postgres_server, f'CREATE DATABASE "{name}"')
+    url = make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    try:
+        make_source(url)
+        pg_execute(
+            url,
+            "INSERT INTO my_table (id, name, created_at) SELECT i, 'row ' || i || ' 🎉',"
+            " timestamptz '2026-01-01 00:00:00+00' + i * interval '1.000001 second'"
+            " FROM generate_series(1, $1) AS i",
+            BIG_ROWS,
+        )
+        yield url
+    finally:
+        pg_execute(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,306 @@
+"""PostgreSQL as a source (one REPEATABLE READ, READ ONLY snapshot, read on the reader's thread) and as a
+target (binary COPY in one transaction, read back as it goes)."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+
+from server.db import CONNECT_TIMEOUT
+from server.errors import TransferFailed, describe
+from server.settings import Settings
+from server.transfer.plan import PG_EPOCH_SECONDS_SINCE_1970, Batch, TablePlan, quote
+from server.transfer.stream import CopyChunk, Form, Outbox, Snapshot, TableRead, TableStart
+from server.transfer.verify import ColumnDigests, TableCheck
+
+log = logging.getLogger("server.transfer")
+
+PART_ROWS = 100_000  # rows per COPY before that part is read back (see PostgresTarget.copy)
+PG_TIMESTAMP = struct.Struct("!q")  # PostgreSQL's binary timestamp: microseconds since 2000-01-01, big-endian
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class PostgresSource:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def check_reachable(self) -> None:
+        """Nothing to look at before connecting: the migrator's status check reaches it first."""
+
+    def read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
+        # The reader's thread has no loop of its own: one for these connections alone.
+        asyncio.run(self._read(plans, batch_size, form, out))
+
+    async def _read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
+        connections = [await connect(self.settings, "source")]
+        try:
+            first = connections[0]
+            await first.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            out.put(Snapshot(tuple(v for (v,) in await first.fetch("SELECT version_num FROM alembic_version"))))
+            if form == "postgres-binary":
+                # A second connection in the same snapshot computes the checksum while the first streams
+                # the rows: two queries at once on the server instead of one after the other.
+                snapshot = await first.fetchval("SELECT pg_export_snapshot()")
+                connections.append(await connect(self.settings, "source"))
+                await connections[1].execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                await connections[1].execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            for plan in plans:
+                out.put(TableStart(await first.fetchval(f"SELECT count(*) FROM {quote(plan.name)}")))
+                if form == "postgres-binary":
+                    out.put(await _stream(first, connections[1], plan, out))
+                else:
+                    out.put(await _values(first, plan, batch_size, out))
+        except DRIVER_ERRORS as exc:
+            raise TransferFailed(f"source: {describe(exc, self.settings.database_url)}") from None
+        finally:
+            for connection in connections:
+                connection.terminate()  # read-only: nothing to finish
+
+
+async def _values(connection: asyncpg.Connection, plan: TablePlan, batch_size: int, out: Outbox) -> TableCheck:
+    """A table as Batches of transfer values, hashed as they go."""
+    digests = ColumnDigests(len(plan.columns))
+    kinds = [c.kind for c in plan.columns]
+    cursor = await connection.cursor(rows_query(plan, False, False))
+    while records := await cursor.fetch(batch_size):
+        digests.add_values(kinds, records)
+        out.put(Batch(len(records), records, tuple(records[-1][i] for i in plan.key)))
+    return digests.check()
+
+
+async def _stream(
+    connection: asyncpg.Connection, checksummer: asyncpg.Connection, plan: TablePlan, out: Outbox
+) -> TableCheck:
+    """A table as its binary COPY stream, and its checksum from the other connection meanwhile."""
+    digests = ColumnDigests(len(plan.columns))
+
+    async def hash_text(data: bytes) -> None:
+        digests.add_copy_text(data)
+
+    async def send(data: bytes) -> None:
+        out.put(CopyChunk(data))
+
+    checksum = asyncio.ensure_future(checksummer.copy_from_query(rows_query(plan, False, False), output=hash_text))
+    try:
+        await connection.copy_from_query(_select(plan), output=send, format="binary")
+        await checksum
+    finally:
+        checksum.cancel()
+    return digests.check()
+
+
+class PostgresTarget:
+    """Takes the tables until commit, COPYs each in parts of PART_ROWS, each read back right after it is
+    written: while PostgreSQL reads a part back, the reader goes on preparing the next one, so its work
+    hides behind the verification, and a mismatch shows early."""
+
+    takes: Form = "postgres-binary"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._connection: asyncpg.Connection | None = None
+        self._committed = False
+
+    async def begin(self, plans: list[TablePlan], replace: bool) -> None:
+        self._connection = connection = await connect(self.settings, "target")
+        # Timestamps travel as microsecond counts, packed as PostgreSQL's binary COPY takes them (asyncpg's
+        # own codec would convert every datetime to UTC).
+        for type_name in ("timestamptz", "timestamp"):
+            await connection.set_type_codec(
+                type_name, schema="pg_catalog", encoder=PG_TIMESTAMP.pack, decoder=PG_TIMESTAMP.unpack, format="binary"
+            )
+        with self._errors():
+            await connection.execute("BEGIN")
+            names = ", ".join(quote(p.name) for p in plans)
+            await connection.execute(f"SET LOCAL lock_timeout = {int(self.settings.ddl_lock_timeout * 1000)}")
+            # Readers of these tables wait, and then see every row at once.
+            await connection.execute(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+            if not replace:
+                exists = "SELECT EXISTS (SELECT 1 FROM {})"
+                full = [p.name for p in plans if await connection.fetchval(exists.format(quote(p.name)))]
+                if full:
+                    raise TransferFailed(
+                        f"target table {', '.join(full)} already holds rows; nothing was written "
+                        "(--replace empties the target's tables in the same transaction)"
+                    )
+            # Even when empty: a fresh file and index, where deleted rows not yet vacuumed would make every
+            # insert check its key against them. Like all of this, undone by a rollback.
+            await connection.execute(f"TRUNCATE {names}")
+
+    async def copy(self, plan: TablePlan, table: TableRead) -> TableCheck:
+        assert self._connection is not None
+        digests = ColumnDigests(len(plan.columns))
+        columns = [c.name for c in plan.columns]
+        pieces = table.pieces()
+        first = next(pieces, None)
+        with self._errors():
+            if isinstance(first, CopyChunk):  # from PostgreSQL: as it came, then read back whole
+                await self._connection.copy_to_table(
+                    plan.name, source=_chunks(first, pieces), columns=columns, format="binary"
+                )
+                await self._read_back(plan, digests, None, None)
+                return digests.check()
+            lower: tuple | None = None  # the last key of the part before
+            batch = first
+            while batch is not None:
+                part = _Part(batch, pieces)
+                await self._connection.copy_records_to_table(plan.name, records=part.records(), columns=columns)
+                # The last part's range is left open, so the check would see any row beyond it.
+                upper = part.last_key if part.following is not None else None
+                await self._read_back(plan, digests, lower, upper)
+                lower, batch = part.last_key, part.following
+            if lower is None:  # no rows: still look, the table must be empty
+                await self._read_back(plan, digests, None, None)
+        return digests.check()
+
+    async def commit(self, plans: list[TablePlan]) -> None:
+        assert self._connection is not None
+        with self._errors():
+            await self._restart_sequences(plans)
+            await self._connection.execute("COMMIT")
+        self._committed = True
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if self._committed:
+            with contextlib.suppress(*DRIVER_ERRORS):
+                await connection.close(timeout=5)
+        else:
+            await self._end_backend(connection)
+        if not connection.is_closed():
+            connection.terminate()  # whatever is not committed dies with the connection
+
+    async def _end_backend(self, connection: asyncpg.Connection) -> None:
+        """End our server process from a second connection: the rollback happens now, even if it is busy
+        (a long read, a slow trigger) and would notice the dropped connection only later."""
+        with contextlib.suppress(Exception):
+            other = await asyncpg.connect(dsn(self.settings), timeout=3)
+            try:
+                await asyncio.wait_for(other.execute(f"SELECT pg_terminate_backend({connection.get_server_pid()})"), 3)
+            finally:
+                other.terminate()
+
+    async def _read_back(self, plan: TablePlan, digests: ColumnDigests, lower: tuple | None, upper: tuple | None):
+        async def take(data: bytes) -> None:
+            digests.add_copy_text(data)
+
+        assert self._connection is not None
+        query = rows_query(plan, lower is not None, upper is not None)
+        await self._connection.copy_from_query(query, *(lower or ()), *(upper or ()), output=take)
+
+    async def _restart_sequences(self, plans: list[TablePlan]) -> None:
+        """The next insert gets max(id) + 1. ALTER SEQUENCE rather than setval(): it rolls back with the rest."""
+        assert self._connection is not None
+        for plan in plans:
+            for column in (c for c in plan.key_columns if c.kind == "int"):
+                sequence = await self._connection.fetchval(
+                    "SELECT pg_get_serial_sequence($1, $2)", quote(plan.name), column.name
+                )
+                if sequence is None:
+                    continue
+                highest = await self._connection.fetchval(f"SELECT max({quote(column.name)}) FROM {quote(plan.name)}")
+                await self._connection.execute(
+                    f"ALTER SEQUENCE {sequence} RESTART" + ("" if highest is None else f" WITH {highest + 1}")
+                )
+                log.info(
+                    "%s: the next %s will be %s",
+                    plan.name,
+                    column.name,
+                    "the first" if highest is None else highest + 1,
+                )
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except DRIVER_ERRORS as exc:
+            raise TransferFailed(
+                f"target: {describe(exc, self.settings.database_url)}; rolled back, the target is as it was"
+            ) from None
+
+
+class _Part:
+    """The batches of one COPY: from `first` until PART_ROWS rows or the table's end."""
+
+    def __init__(self, first: Batch | CopyChunk, pieces: Iterator[Batch | CopyChunk]):
+        self.first, self._pieces = _batch(first), pieces
+        self.last_key: tuple = self.first.last_key
+        self.following: Batch | None = None  # what starts the next part; None at the table's end
+
+    def records(self) -> Iterator[tuple]:
+        # A plain generator: asyncpg encodes from it in C and awaits only when its buffer is full.
+        batch, rows = self.first, 0
+        while True:
+            self.last_key = batch.last_key
+            rows += batch.rows
+            yield from batch.records
+            following = next(self._pieces, None)
+            if following is None or rows >= PART_ROWS:
+                self.following = None if following is None else _batch(following)
+                return
+            batch = _batch(following)
+
+
+def _batch(piece: Batch | CopyChunk) -> Batch:
+    if not isinstance(piece, Batch):
+        raise TransferFailed("source: a COPY chunk among the rows")
+    return piece
+
+
+async def _chunks(first: CopyChunk, pieces: Iterator[Batch | CopyChunk]) -> AsyncIterator[bytes]:
+    # Waiting for the next chunk blocks the loop's thread, as feeding COPY from the records does: between
+    # chunks, and the wait notices a signal.
+    yield first.data
+    for piece in pieces:
+        if not isinstance(piece, CopyChunk):
+            raise TransferFailed("source: rows among the COPY chunks")
+        yield piece.data
+
+
+def _select(plan: TablePlan) -> str:
+    """The rows as stored, in key order: the binary COPY stream a PostgreSQL target takes as it is."""
+    keys = [quote(c.name) + (' COLLATE "C"' if c.kind == "text" else "") for c in plan.key_columns]
+    return f"SELECT {', '.join(quote(c.name) for c in plan.columns)} FROM {quote(plan.name)} ORDER BY {', '.join(keys)}"
+
+
+def rows_query(plan: TablePlan, lower: bool, upper: bool) -> str:
+    """A table's rows as transfer values in the order every side reads them: those after key $1 (lower) up
+    to key $2 or $1 (upper). Its COPY text is exactly what the checksum covers."""
+    expressions = []
+    for column in plan.columns:
+        name = quote(column.name)
+        if column.kind.startswith("timestamp"):
+            name = f"(extract(epoch FROM {name}) * 1000000)::bigint - {PG_EPOCH_SECONDS_SINCE_1970 * 1_000_000}"
+        expressions.append(name)
+    # COLLATE "C" orders text by code point, as SQLite's default BINARY collation does.
+    keys = [quote(c.name) + (' COLLATE "C"' if c.kind == "text" else "") for c in plan.key_columns]
+    width = len(keys)
+    bounds, number = [], 1
+    if lower:
+        bounds.append(f"({', '.join(keys)}) > ({', '.join(f'${number + i}' for i in range(width))})")
+        number += width
+    if upper:
+        bounds.append(f"({', '.join(keys)}) <= ({', '.join(f'${number + i}' for i in range(width))})")
+    where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
+    return f"SELECT {', '.join(expressions)} FROM {quote(plan.name)}{where} ORDER BY {', '.join(keys)}"
+
+
+def dsn(settings: Settings) -> str:
+    return settings.database_url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def connect(settings: Settings, side: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(
+            dsn(settings),
+            timeout=CONNECT_TIMEOUT,
+            server_settings={"application_name": f"server.transfer pid {os.getpid()} {side}"},
+        )
+    except DRIVER_ERRORS as exc:
+        raise TransferFailed(f"{side} unreachable: {describe(exc, settings.database_url)}") from None

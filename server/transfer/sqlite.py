@@ -1,0 +1,296 @@
+"""SQLite as a source (read on a thread, in one read transaction) and as a target (one BEGIN IMMEDIATE)."""
+
+import contextlib
+import dataclasses
+import datetime
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from server.db import SQLITE_BUSY_TIMEOUT
+from server.errors import TransferFailed, describe
+from server.settings import Settings
+from server.transfer.plan import (
+    MICROSECOND,
+    PG_EPOCH,
+    PG_EPOCH_NAIVE,
+    PG_EPOCH_SECONDS_SINCE_1970,
+    UTC,
+    Batch,
+    ColumnPlan,
+    Kind,
+    TablePlan,
+    quote,
+)
+from server.transfer.stream import Form, Outbox, Snapshot, TableRead, TableStart
+from server.transfer.verify import SEPARATOR, ColumnDigests, TableCheck, canonical_column
+
+# SQLite concatenates a column faster with a literal separator, and SQL text cannot hold NUL: a rare
+# character instead, and a chunk where some value holds it is read again joined by NUL.
+READ_SEPARATOR = "\x1f"
+READ_BACK_ROWS = 5_000  # rows per read when a target checks what it wrote
+# What SQLAlchemy writes for a DateTime: the text every reader of the file (the server included) expects.
+# From microseconds since 2000-01-01 in SQL, so that SQLite formats each row in C.
+_MICROS = "((({v} % 1000000) + 1000000) % 1000000)"  # the fraction, also before 1970 (% keeps the sign)
+_SECONDS = f"(({{v}} - {_MICROS}) / 1000000 + {PG_EPOCH_SECONDS_SINCE_1970})"
+TIMESTAMP_TEXT = f"strftime('%Y-%m-%d %H:%M:%S', {_SECONDS}, 'unixepoch') || printf('.%06d', {_MICROS})"
+
+
+class SqliteSource:
+    """Each chunk is one query that returns each column as a single string (group_concat): SQLite builds it
+    without holding the GIL, one split gives the column back, and the conversions then work on whole
+    columns. Row by row, the sqlite3 module spends most of its time making tuples."""
+
+    def __init__(self, settings: Settings):
+        self.path = Path(settings.database_url.database)
+
+    def check_reachable(self) -> None:
+        if not self.path.is_file():
+            raise TransferFailed(f"source unreachable: SQLite file {self.path} does not exist")
+
+    def read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
+        """Values whatever the form: every target takes them."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)) as db:
+                db.execute("BEGIN")  # one snapshot for every table, and for the revision check
+                out.put(Snapshot(tuple(v for (v,) in db.execute("SELECT version_num FROM alembic_version"))))
+                for plan in plans:
+                    out.put(TableStart(db.execute(f"SELECT count(*) FROM {quote(plan.name)}").fetchone()[0]))
+                    digests = ColumnDigests(len(plan.columns))  # hashed here: it lets go of the GIL meanwhile
+                    for batch, canonical in read_chunks(db, plan, batch_size, lambda: out.stopped):
+                        digests.add_columns(canonical, batch.rows)
+                        out.put(batch)
+                    out.put(digests.check())
+        except sqlite3.Error as exc:
+            raise TransferFailed(f"source: {describe(exc)}") from None
+
+
+class SqliteTarget:
+    """Writes in one BEGIN IMMEDIATE transaction on the event loop's thread, batch by batch, and reads the
+    rows back on the same connection before it commits.
+
+    Blocking calls on the loop's thread: each is one batch, and between batches the reader's wait notices
+    a signal; there is nothing else for the loop to do meanwhile.
+    """
+
+    takes: Form = "values"
+
+    def __init__(self, settings: Settings, stop_here: Callable[[], None]):
+        self.path = Path(settings.database_url.database)
+        self.stop_here = stop_here
+        self._db: sqlite3.Connection | None = None
+
+    async def begin(self, plans: list[TablePlan], replace: bool) -> None:
+        try:
+            # mode=rw: the upgrade made the file; a target that vanished since must not come back empty.
+            uri = self.path.resolve().as_uri() + "?mode=rw"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT)
+            # IMMEDIATE: the write lock now, not at the first insert (see DESIGN "Known traps").
+            self._db.execute("BEGIN IMMEDIATE")
+            if not replace:
+                exists = "SELECT EXISTS (SELECT 1 FROM {})"
+                full = [p.name for p in plans if self._db.execute(exists.format(quote(p.name))).fetchone()[0]]
+                if full:
+                    raise TransferFailed(
+                        f"target table {', '.join(full)} already holds rows; nothing was written "
+                        "(--replace empties the target's tables in the same transaction)"
+                    )
+            for plan in reversed(plans):  # children before parents, for foreign keys
+                self._db.execute(f"DELETE FROM {quote(plan.name)}")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+
+    async def copy(self, plan: TablePlan, table: TableRead) -> TableCheck:
+        assert self._db is not None
+        names = ", ".join(quote(c.name) for c in plan.columns)
+        values = ", ".join(_parameter(c, i) for i, c in enumerate(plan.columns, 1))
+        insert = f"INSERT INTO {quote(plan.name)} ({names}) VALUES ({values})"
+        try:
+            for batch in table.batches():
+                self._db.executemany(insert, batch.records)
+            digests = ColumnDigests(len(plan.columns))
+            for batch, canonical in read_chunks(self._db, plan, READ_BACK_ROWS, lambda: False):
+                self.stop_here()
+                digests.add_columns(canonical, batch.rows)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+        return digests.check()
+
+    async def commit(self, plans: list[TablePlan]) -> None:
+        # No sequences to restart: an INTEGER PRIMARY KEY takes max + 1 by itself, and an AUTOINCREMENT
+        # table's counter in sqlite_sequence rises with the explicit ids inserted.
+        assert self._db is not None
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+
+    async def close(self) -> None:
+        if self._db is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        self._db.close()
+        self._db = None
+
+    def _failed(self, exc: sqlite3.Error) -> TransferFailed:
+        return TransferFailed(f"target: {describe(exc)}; rolled back, the target is as it was")
+
+
+def _parameter(column: ColumnPlan, number: int) -> str:
+    if column.kind.startswith("timestamp"):
+        return TIMESTAMP_TEXT.format(v=f"?{number}")
+    return f"?{number}"
+
+
+def read_chunks(
+    db: sqlite3.Connection, plan: TablePlan, batch_size: int, stopped: Callable[[], bool]
+) -> Iterator[tuple[Batch, list[bytes]]]:
+    """A table in key order, a batch at a time: its rows as transfer values, and the text its checksum covers."""
+    fast, safe = _chunk_queries(plan, f"'{READ_SEPARATOR}'"), _chunk_queries(plan, "char(0)")
+    after: list = []
+    while not stopped():
+        read = _read(db, fast, READ_SEPARATOR, after, plan, batch_size)
+        if read is None:  # a value holds the separator: read this chunk again, joined by NUL
+            read = _read(db, safe, SEPARATOR, after, plan, batch_size)
+        if read is None:
+            raise _nul_error(db, plan)
+        if not read.count:
+            return
+        if read.separator != SEPARATOR and any(SEPARATOR in joined for joined in read.columns):
+            raise _nul_error(db, plan)
+        yield prepare(plan, read.count, [joined.split(read.separator) for joined in read.columns], read.nulls)
+        after = [read.columns[i].rpartition(read.separator)[2] for i in plan.key]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    """Up to a batch of rows, each column joined into one string."""
+
+    count: int
+    columns: list[str]
+    nulls: list[list[int]]  # per column, the positions that were NULL
+    separator: str
+
+
+def _read(
+    db: sqlite3.Connection, queries: tuple[str, str], separator: str, after: list, plan: TablePlan, batch_size: int
+) -> _Chunk | None:
+    """The rows after key `after`, each column joined by `separator`; None if a value holds it."""
+    first, following = queries
+    cursor = db.execute(following, (*after, batch_size)) if after else db.execute(first, (batch_size,))
+    count, *columns = cursor.fetchone()
+    width = len(plan.columns)
+    if count and any(joined.count(separator) != count - 1 for joined in columns[:width]):
+        return None
+    nulls: list[list[int]] = [[] for _ in range(width)]
+    masks = iter(columns[width:])
+    for i, column in enumerate(plan.columns):
+        if count and column.nullable:
+            nulls[i] = [position for position, flag in enumerate(next(masks)) if flag == "1"]
+    return _Chunk(count, columns[:width], nulls, separator)
+
+
+def _nul_error(db: sqlite3.Connection, plan: TablePlan) -> TransferFailed:
+    keys = ", ".join(quote(c.name) for c in plan.key_columns)
+    for column in plan.columns:
+        found = db.execute(
+            f"SELECT {keys} FROM {quote(plan.name)} WHERE instr({quote(column.name)}, char(0)) > 0"
+        ).fetchone()
+        if found:
+            key = found[0] if len(found) == 1 else found
+            return TransferFailed(
+                f"source: {plan.name}.{column.name} of the row with key {key!r} holds a NUL character, "
+                "which PostgreSQL cannot store"
+            )
+    return TransferFailed(f"source: a value in table {plan.name} holds a NUL character, which PostgreSQL cannot store")
+
+
+def _chunk_queries(plan: TablePlan, separator: str) -> tuple[str, str]:
+    """The SQL for a table's first chunk and for the chunk after a key: each column as one string."""
+    names = [quote(c.name) for c in plan.columns]
+    keys = [names[i] for i in plan.key]
+    # group_concat skips NULLs, so nullable columns read '' and a mask of which ones were NULL.
+    values = [f"ifnull({n}, '')" if c.nullable else n for n, c in zip(names, plan.columns, strict=True)]
+    aggregates = [f"group_concat({v}, {separator})" for v in values]
+    aggregates += [f"group_concat({n} IS NULL, '')" for n, c in zip(names, plan.columns, strict=True) if c.nullable]
+    inner = f"SELECT {', '.join(names)} FROM {quote(plan.name)} {{where}} ORDER BY {', '.join(keys)} LIMIT ?"
+    # Every aggregate reads the same ordered rows in one pass, so the columns stay aligned.
+    outer = f"SELECT count(*), {', '.join(aggregates)} FROM ({inner})"
+    where = f"WHERE ({', '.join(keys)}) > ({', '.join('?' * len(keys))})"
+    return outer.format(where=""), outer.format(where=where)
+
+
+def prepare(plan: TablePlan, rows: int, raw: list[list[str]], nulls: list[list[int]]) -> tuple[Batch, list[bytes]]:
+    """Rows as transfer values, and per column the text the checksum covers."""
+    values = [convert(plan.name, c, r, n) for c, r, n in zip(plan.columns, raw, nulls, strict=True)]
+    canonical = [canonical_column(c.kind, v, bool(n)) for c, v, n in zip(plan.columns, values, nulls, strict=True)]
+    return Batch(rows, list(zip(*values, strict=True)), tuple(values[i][-1] for i in plan.key)), canonical
+
+
+_KIND_WORDS = {
+    "int": "an integer",
+    "bool": "a boolean (0 or 1)",
+    "text": "text",
+    "timestamptz": "a timestamp",
+    "timestamp": "a timestamp",
+}
+_PLACEHOLDER = {"int": "0", "bool": "0", "text": "", "timestamptz": "2000-01-01", "timestamp": "2000-01-01"}
+
+
+def convert(table: str, column: ColumnPlan, raw: list[str], nulls: list[int]) -> list:
+    """SQLite's text of a column as transfer values (None for NULL)."""
+    if nulls:
+        raw = list(raw)
+        for position in nulls:
+            raw[position] = _PLACEHOLDER[column.kind]
+    try:
+        values = _CONVERT[column.kind](raw)
+    except (ValueError, TypeError):
+        bad = next(v for v in raw if not _converts(column.kind, v))
+        raise TransferFailed(
+            f"source: {table}.{column.name} holds {bad[:60]!r}, which is not {_KIND_WORDS[column.kind]}"
+        ) from None
+    for position in nulls:
+        values[position] = None
+    return values
+
+
+def _to_bool(raw: list[str]) -> list[bool]:
+    if not set(raw) <= {"0", "1"}:
+        raise ValueError
+    return list(map("1".__eq__, raw))
+
+
+def _to_microseconds(raw: list[str]) -> list[int]:
+    try:
+        # The common case, naive text as SQLite stores it: UTC, as CURRENT_TIMESTAMP and the handlers mean
+        # it. (Text with an offset parses aware, and subtracting it from a naive datetime is a TypeError.)
+        parse = datetime.datetime.fromisoformat
+        return [(parse(s) - PG_EPOCH_NAIVE) // MICROSECOND for s in raw]
+    except (ValueError, TypeError):
+        return [(_moment(s) - PG_EPOCH) // MICROSECOND for s in raw]
+
+
+def _moment(text: str) -> datetime.datetime:
+    moment = datetime.datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+_CONVERT: dict[Kind, Callable[[list[str]], list]] = {
+    "int": lambda raw: list(map(int, raw)),
+    "bool": _to_bool,
+    "text": lambda raw: raw,
+    "timestamptz": _to_microseconds,
+    "timestamp": _to_microseconds,
+}
+
+
+def _converts(kind: Kind, value: str) -> bool:
+    try:
+        _CONVERT[kind]([value])
+        return True
+    except (ValueError, TypeError):
+        return False

@@ -1,0 +1,17 @@
+"""PostgreSQL as a source: what it can hold that no other side can take is refused in one line."""
+
+import pytest
+
+from conftest import assert_one_clear_error, make_source, pg_execute, stored_rows, transfer
+
+
+@pytest.mark.postgres
+def test_an_infinite_timestamp_in_the_source_stops_with_one_line_and_nothing_written(postgres_url, sqlite_url):
+    make_source(postgres_url)
+    pg_execute(postgres_url, "INSERT INTO my_table (id, name, created_at) VALUES (1, 'a', 'infinity')")
+
+    result = transfer(postgres_url, sqlite_url)
+
+    assert result.returncode == 1
+    assert_one_clear_error(result.stderr, "source", "infinity")
+    assert stored_rows(sqlite_url) == []

@@ -1,0 +1,78 @@
+"""The checksum: the same bytes on every side, whichever database wrote them."""
+
+import datetime
+import sqlite3
+
+import asyncpg
+import pytest
+
+from conftest import AWKWARD_NAMES, run_async
+from server.transfer.plan import MICROSECOND, PG_EPOCH
+from server.transfer.sqlite import TIMESTAMP_TEXT
+from server.transfer.verify import ColumnDigests, TableCheck, canonical_column
+
+
+@pytest.mark.postgres
+def test_both_sides_of_the_checksum_write_the_same_text(postgres_url):
+    """The source's column text, and PostgreSQL's own COPY text split into columns (rows cut anywhere)."""
+    names = list(AWKWARD_NAMES)
+    moments = [None if i % 3 else (i * 1_000_003,) for i in range(len(names))]
+
+    async def copy_text() -> bytes:
+        connection = await asyncpg.connect(postgres_url, timeout=10)
+        try:
+            await connection.execute("CREATE TEMP TABLE t (i int, n text, m bigint, b bool)")
+            await connection.executemany(
+                "INSERT INTO t VALUES ($1, $2, $3, $4)",
+                [(i, n, m and m[0], i % 2 == 0) for i, (n, m) in enumerate(zip(names, moments, strict=True))],
+            )
+            pieces = []
+
+            async def take(data):
+                pieces.append(data)
+
+            await connection.copy_from_query("SELECT i, n, m, b FROM t ORDER BY i", output=take)
+            return b"".join(pieces)
+        finally:
+            await connection.close()
+
+    text = run_async(copy_text)
+    target = ColumnDigests(4)
+    for start in range(0, len(text), 7):
+        target.add_copy_text(text[start : start + 7])
+    source = ColumnDigests(4)
+    source.add_columns(
+        [
+            canonical_column("int", list(range(len(names))), False),
+            canonical_column("text", names, False),
+            canonical_column("timestamptz", [m and m[0] for m in moments], True),
+            canonical_column("bool", [i % 2 == 0 for i in range(len(names))], False),
+        ],
+        len(names),
+    )
+    assert (source.rows, source.check()) == (target.rows, target.check())
+    assert source.rows == len(names)
+
+
+def test_sqlite_writes_a_timestamp_as_sqlalchemy_does_at_the_edges():
+    """Microseconds since 2000 turned into SQLite text in SQL: the moments the transfer must not move."""
+    moments = ["0001-01-01 00:00:00.000000", "1969-12-31 23:59:59.999999", "1999-12-31 23:59:59.999999"]
+    moments += ["2000-01-01 00:00:00.000000", "2026-11-21 00:22:53.000001", "9999-12-31 23:59:59.999999"]
+    connection = sqlite3.connect(":memory:")
+    try:
+        for text in moments:
+            moment = datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC)
+            microseconds = (moment - PG_EPOCH) // MICROSECOND
+            written = connection.execute(f"SELECT {TIMESTAMP_TEXT.format(v='?1')}", (microseconds,)).fetchone()[0]
+            assert written == text
+        assert connection.execute(f"SELECT {TIMESTAMP_TEXT.format(v='?1')}", (None,)).fetchone()[0] is None
+    finally:
+        connection.close()
+
+
+def test_a_column_with_nulls_and_one_without_hash_alike_when_they_hold_the_same():
+    with_nulls, without = ColumnDigests(1), ColumnDigests(1)
+    with_nulls.add_values(["text"], [("a",), ("b\tc",)])
+    without.add_columns([canonical_column("text", ["a", "b\tc"], False)], 2)
+    assert with_nulls.check() == without.check()
+    assert with_nulls.check() != TableCheck(2, ColumnDigests(1).check().checksum)
