@@ -87,96 +87,15 @@ WRK_TIMEOUT = "10s"  # wrk's default of 2 s would call a slow answer on a noisy 
 COUNTED_RUN_LIMIT = 900.0  # seconds a counted wrk run may take before the benchmark gives up
 SECTIONS = ("throughput", "load", "processes", "metrics")
 GOAL_METRICS = 0.95  # metrics on / off, requests per second
-# run.py with the metrics off: make_metrics (server/web/metrics.py) returning None leaves out /metrics, the
-# per-request counting, the pool's events and the event-loop timer. argv[1] is the repository.
-NO_METRICS_LAUNCHER = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); import server.main as main; "
-    "main.make_metrics = lambda: None; sys.exit(main.main(sys.argv))"
-)
+# run.py with the metrics off (make_metrics returning None leaves out /metrics, the per-request counting,
+# the pool's events and the event-loop timer): a launcher of the benchmark's own; the server has no switch.
+BASELINES = Path(__file__).with_name("baselines")
+NO_METRICS_LAUNCHER = BASELINES / "run_without_metrics.py"
 
 Verdict = tuple[str, str, str, str]  # title, figure, goal, "MET" | "MISSED" | "-"
 
 # The baseline: what any Tornado service pays to serve this page from asyncpg, and no more.
-BARE_SERVER = '''\
-"""The bare baseline: Tornado, an asyncpg pool, one parameterised query, orjson; nothing else."""
-import argparse
-import asyncio
-import os
-import signal
-
-import asyncpg
-import orjson
-import tornado.httpserver
-import tornado.netutil
-import tornado.process
-import tornado.web
-
-QUERY = "SELECT id, name, created_at FROM my_table WHERE id > $1 ORDER BY id LIMIT $2"
-
-
-class RowsHandler(tornado.web.RequestHandler):
-    def initialize(self, pool):
-        self.pool = pool
-
-    async def get(self):
-        try:
-            limit = int(self.get_query_argument("limit", "50"))
-            after = int(self.get_query_argument("after", "0"))
-        except ValueError:
-            raise tornado.web.HTTPError(400) from None
-        items = [dict(row) for row in await self.pool.fetch(QUERY, after, limit)]
-        self.set_header("Content-Type", "application/json")
-        self.finish(orjson.dumps({"items": items, "next": items[-1]["id"] if items else None}))
-
-
-class ReadyHandler(tornado.web.RequestHandler):
-    def get(self):
-        self.finish(b'{"status": "ready"}')
-
-
-async def no_reset(connection):
-    pass
-
-
-async def serve(args, sockets):
-    # By default asyncpg resets every connection it takes back (RESET ALL, UNLISTEN *, ...): a second round
-    # trip per request. --no-reset skips it, as the project skips SQLAlchemy's rollback on return.
-    pool = await asyncpg.create_pool(
-        args.dsn, min_size=args.pool_min, max_size=args.pool_max, reset=no_reset if args.no_reset else None
-    )
-    app = tornado.web.Application(
-        [(r"/", RowsHandler, dict(pool=pool)), (r"/health/ready", ReadyHandler)],
-        log_function=lambda handler: None,  # no access log, as in the project
-    )
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets(sockets)
-    print(f"[{os.getpid()} bare] ready", flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    await stop.wait()
-    server.stop()
-    pool.terminate()
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dsn")
-    parser.add_argument("--processes", type=int, default=1)
-    parser.add_argument("--pool-min", type=int, default=10)
-    parser.add_argument("--pool-max", type=int, default=10)
-    parser.add_argument("--no-reset", action="store_true", help="no reset query when a connection goes back")
-    args = parser.parse_args()
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    print(f"listening on http://127.0.0.1:{sockets[0].getsockname()[1]}", flush=True)
-    if args.processes > 1:
-        # As the project does: bind, then fork; no event loop or pool exists before the fork.
-        tornado.process.fork_processes(args.processes, max_restarts=0)
-    asyncio.run(serve(args, sockets))
-
-
-main()
-'''
+BARE_SERVER = BASELINES / "reads_bare_asyncpg.py"
 
 # wrk's Lua: a random page on every request, the same sequence for both sides (fixed seed, one thread).
 # With a count after "--", the thread stops after that many responses and says so: wrk itself would go
@@ -434,8 +353,7 @@ class Bench:
         # Only the settings are read and an engine built (never connected): any database name will do.
         self.pool_min, self.pool_max, self.pool_text = project_pool(databases.admin_dsn)
         self.wrk = shutil.which("wrk") or "wrk"
-        self.bare_script = workdir / "bare_server.py"
-        self.bare_script.write_text(BARE_SERVER)
+        self.bare_script = BARE_SERVER
         self.script = workdir / "pages.lua"
         self.counting_script = workdir / "pages-counted.lua"
         for path, response in ((self.script, ""), (self.counting_script, WRK_COUNTING)):
@@ -479,7 +397,7 @@ class Bench:
         return [PYTHON, str(ROOT / "run.py"), "--port=0", f"--processes={processes}"]
 
     def no_metrics_argv(self, processes: int) -> list[str]:
-        return [PYTHON, "-c", NO_METRICS_LAUNCHER, str(ROOT), "--port=0", f"--processes={processes}"]
+        return [PYTHON, str(NO_METRICS_LAUNCHER), "--port=0", f"--processes={processes}"]
 
     def bare_argv(self, processes: int, reset: bool = True) -> list[str]:
         pool = [f"--pool-min={self.pool_min}", f"--pool-max={self.pool_max}", *([] if reset else ["--no-reset"])]
