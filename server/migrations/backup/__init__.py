@@ -82,7 +82,7 @@ def list_snapshots(settings: Settings) -> list[Snapshot]:
             continue
         taken_at = datetime.datetime.strptime(match["stamp"], STAMP_FORMAT).replace(tzinfo=datetime.UTC)
         snapshot = Snapshot(path, match["revision"], taken_at, path.stat().st_size)
-        found.append(((taken_at, int(match["n"] or 0)), snapshot))
+        found.append(((taken_at, path.stat().st_mtime_ns, int(match["n"] or 0)), snapshot))
     return [snapshot for _, snapshot in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
@@ -135,8 +135,8 @@ def take_snapshot(settings: Settings, revision: str) -> Snapshot:
 
 
 def _free_name(directory: Path, name: str, revision: str, taken_at: datetime.datetime, extension: str) -> Path:
-    # Snapshots of one database within one second (a downgrade and an upgrade by hand, say) get -1, -2, …
-    # after the stamp, counted over every revision: (stamp, n) orders them, newest last.
+    # The contract's name, unless a snapshot of the same revision was taken within the same second (a
+    # downgrade and an upgrade by hand, say): then -1, -2, … after the stamp. Order comes from the files' times.
     stamp = taken_at.strftime(STAMP_FORMAT)
     taken = [
         int(match["n"] or 0)
@@ -144,6 +144,7 @@ def _free_name(directory: Path, name: str, revision: str, taken_at: datetime.dat
         if (match := SNAPSHOT_NAME.match(path.name.removesuffix(PARTIAL)))
         and match["name"] == name
         and match["stamp"] == stamp
+        and match["revision"] == revision
     ]
     suffix = f"-{max(taken) + 1}" if taken else ""
     return directory / f"{name}-{revision}-{stamp}{suffix}{extension}"
