@@ -343,7 +343,7 @@ def run_backup(*args: str, cwd: Path, timeout: float = 60, **environ) -> subproc
 @pytest.fixture(scope="session")
 def pg_dump_tools() -> None:
     """pg_dump and pg_restore on PATH; skips without them (fails in CI, where .ci/run installs them)."""
-    missing = [tool for tool in ("pg_dump", "pg_restore") if shutil.which(tool) is None]
+    missing = [tool for tool in ("pg_dump", "pg_restore", "psql") if shutil.which(tool) is None]
     if missing:
         reason = f"{' and '.join(missing)} not on PATH (apt-get install postgresql-client)"
         if REQUIRE_POSTGRES or os.environ.get("CI") == "true":

@@ -23,6 +23,7 @@ from conftest import (
     run_alembic,
     run_backup,
     sqlite_path,
+    table_names,
     upgrade_in_process,
     versions,
 )
@@ -272,3 +273,31 @@ def test_backup_always_without_pg_dump_stops_the_upgrade_naming_it(postgres_url,
     assert server.wait_exit(60) == 1, server.log
     assert_one_clear_error(server, "pg_dump", "--backup=off")
     assert versions(postgres_url) == ["0002"]
+
+
+def test_a_postgres_restore_drops_what_later_revisions_made(postgres_url, pg_dump_tools, extra_revisions, tmp_path):
+    """pg_restore --clean drops only what the dump holds: a table, a sequence and an enum type made after the
+    snapshot would stay behind and make the next upgrade fail. The restore removes them in the same step."""
+    ini, add = extra_revisions
+    upgrade_in_process(postgres_url)
+    insert_names(postgres_url)
+    add(
+        "0003",
+        "0002",
+        "op.execute(\"CREATE TYPE mood AS ENUM ('ok', 'sad')\")\n"
+        'op.create_table("later", sa.Column("id", sa.Integer, primary_key=True), sa.Column("m", sa.Text))',
+    )
+    settings = make_settings(postgres_url, f"--alembic-config={ini}", f"--backup-dir={tmp_path}", "--backup=always")
+    in_thread(Migrator(settings).upgrade)
+    assert "later" in table_names(postgres_url)
+    [snapshot] = snapshot_files(tmp_path)
+
+    done = run_backup("restore", str(snapshot), cwd=tmp_path, DATABASE_URL=postgres_url)
+    assert done.returncode == 0, done.stderr
+    assert versions(postgres_url) == ["0002"]
+    assert table_names(postgres_url) == {"alembic_version", "my_table"}
+    assert query(postgres_url, "SELECT count(*) FROM pg_type WHERE typname = 'mood'") == [(0,)]
+    assert sorted(name for (name,) in query(postgres_url, "SELECT name FROM my_table")) == sorted(NAMES)
+    # And the release that has 0003 upgrades again from there.
+    in_thread(Migrator(settings).upgrade)
+    assert versions(postgres_url) == ["0003"]
