@@ -68,6 +68,15 @@ class Interrupt:
 
     def attach(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
         self._loop, self._task = loop, task
+        loop.set_exception_handler(self._on_loop_error)
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        # Once stopping, the target's backend is ended under the copy, and the driver's protocol may fail on
+        # data already on its way: expected, and said in the one line the interrupt reports.
+        if self.requested.is_set():
+            log.debug("after %s: %s", self.name, context.get("message"))
+        else:
+            loop.default_exception_handler(context)
 
     def stop_here(self) -> None:
         """Where the code waits outside the event loop: raise the cancellation the signal asked for."""

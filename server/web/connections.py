@@ -228,16 +228,29 @@ class _Tracked(tornado.httputil.HTTPMessageDelegate):
         self.server = server
         self.server_conn = server_conn
         self.request_conn = request_conn
+        self.delivered = False  # the application has seen this request's headers
 
     def headers_received(self, start_line, headers):
+        if self._closed():
+            return None
+        self.delivered = True
         self.server._begin(self.server_conn, self.request_conn)
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk):
-        return self.delegate.data_received(chunk)
+        return self.delegate.data_received(chunk) if self.delivered and not self._closed() else None
 
     def finish(self) -> None:
-        self.delegate.finish()
+        if self.delivered and not self._closed():
+            self.delegate.finish()
+        elif self.delivered:
+            self.delegate.on_connection_close()
+
+    def _closed(self) -> bool:
+        # The drain closes an idle connection whose next request may already sit read in its buffer: such a
+        # request must not run (a row committed whose answer can no longer be written), as if never sent.
+        return self.server_conn.stream.closed()
 
     def on_connection_close(self) -> None:
-        self.delegate.on_connection_close()
+        if self.delivered:
+            self.delegate.on_connection_close()
