@@ -45,6 +45,8 @@ class SqliteSource:
         self.path = Path(settings.database_url.database)
 
     def check_reachable(self) -> None:
+        if self.path.is_dir():
+            raise TransferFailed(f"source unreachable: {self.path} is a directory, not an SQLite file")
         if not self.path.is_file():
             raise TransferFailed(f"source unreachable: SQLite file {self.path} does not exist")
 

@@ -326,6 +326,12 @@ def test_an_unreachable_source_is_named(tmp_path):
     assert not missing.exists()
 
 
+def test_a_directory_given_as_the_source_is_named_as_one(tmp_path):
+    result = transfer(f"sqlite:///{tmp_path}", "postgresql://user:s3cret-pw@127.0.0.1:1/db")
+    assert result.returncode == 1
+    assert_one_clear_error(result.stderr, f"source unreachable: {tmp_path} is a directory, not an SQLite file")
+
+
 def test_bad_arguments_exit_1_with_one_line_and_no_password():
     cases = [
         ((), "the following arguments are required"),
