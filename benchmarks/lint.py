@@ -22,6 +22,7 @@ from sqlalchemy.pool import NullPool
 from startup import write_extra_revisions
 
 from server.migrations.lint import RULES, lint_revisions
+from server.migrations.upgrade import HandedOver
 from server.settings import load_settings
 
 CORPUS = Path(__file__).resolve().parent / "lint_corpus"
@@ -75,9 +76,9 @@ def render_sql(revision: str) -> str | None:
     """`alembic upgrade c000:<revision> --sql` for PostgreSQL, as a squawk user would feed it; None when it fails."""
     output = io.StringIO()
     settings = load_settings(["--database-url=postgresql://nobody@127.0.0.1:1/none"], environ={})
-    # connection=None: env.py skips fileConfig (which would reconfigure this process's logging) and, offline,
+    # handed_over=None: env.py skips fileConfig (which would reconfigure this process's logging) and, offline,
     # never uses the connection.
-    config = corpus_config(settings=settings, connection=None)
+    config = corpus_config(settings=settings, handed_over=None)
     config.output_buffer = output
     try:
         command.upgrade(config, f"{BASE}:{revision}", sql=True)
@@ -131,7 +132,7 @@ async def on_connection(url: str, work):
 def upgrade_with(config: Config, target: str):
     def work(connection):
         connection.commit()  # env.py commits per revision on a connection handed over outside a transaction
-        config.attributes["connection"] = connection
+        config.attributes["handed_over"] = HandedOver(connection)  # as the server hands it to env.py
         command.upgrade(config, target)
 
     return work
@@ -188,7 +189,7 @@ async def bench(options, databases, workdir: Path) -> int:
     timed = await databases.create()
     timed_settings = load_settings([f"--database-url={timed}"], environ={})
     timed_config = Config(str(ini), stdout=io.StringIO())
-    timed_config.attributes.update(settings=timed_settings, connection=None)
+    timed_config.attributes.update(settings=timed_settings)
     await on_connection(timed, upgrade_with(timed_config, "0002"))
     pending = [s for s in ScriptDirectory.from_config(timed_config).walk_revisions() if s.revision.startswith("b")]
     pending.reverse()

@@ -90,6 +90,9 @@ class SessionFactory:
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         self.gate = asyncio.Semaphore(width)  # FIFO: it wakes its waiters in the order they came
         self.timeout = timeout
+        # SQLite takes one writer at a time: writers of this process queue here, in order, rather than in
+        # SQLite's busy handler, which polls with sleeps (long tails, and CPU spent on threads that wait).
+        self.sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @contextlib.asynccontextmanager
     async def __call__(self) -> AsyncIterator[AsyncSession]:
@@ -98,12 +101,13 @@ class SessionFactory:
             yield session
 
     @contextlib.asynccontextmanager
-    async def connection(self, lock_wait: float | None = None) -> AsyncIterator[AsyncConnection]:
+    async def connection(self, lock_wait: float | None = None, writes: bool = False) -> AsyncIterator[AsyncConnection]:
         """A Core connection from the same pool, in the same queue: for a single statement, where a
         session's unit-of-work bookkeeping would be a large share of the request (benchmarks/reads.py measures it).
 
-        lock_wait shortens SQLite's busy timeout for this use (asyncio's timeouts cannot interrupt it)."""
-        async with self._turn(), self.engine.connect() as connection:
+        lock_wait shortens SQLite's busy timeout for this use (asyncio's timeouts cannot interrupt it);
+        writes: the connection will write (on SQLite it waits for this process's other writers first)."""
+        async with self._writer_turn(writes), self._turn(), self.engine.connect() as connection:
             if lock_wait is None or connection.dialect.name != "sqlite":
                 yield connection
                 return
@@ -114,16 +118,24 @@ class SessionFactory:
             finally:
                 await connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(previous)}")
 
+    def _writer_turn(self, writes: bool) -> contextlib.AbstractAsyncContextManager:
+        if not writes or self.sqlite_writer is None:
+            return contextlib.nullcontext()
+        return self._held(self.sqlite_writer, "no turn to write")
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager:
+        return self._held(self.gate, "no database connection")
+
     @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
+    async def _held(self, primitive: asyncio.Lock | asyncio.Semaphore, what: str) -> AsyncIterator[None]:
         try:
-            await asyncio.wait_for(self.gate.acquire(), self.timeout)
+            await asyncio.wait_for(primitive.acquire(), self.timeout)
         except TimeoutError:
-            raise PoolTimeoutError(f"no database connection came free within {self.timeout:g} s") from None
+            raise PoolTimeoutError(f"{what} came free within {self.timeout:g} s") from None
         try:
             yield
         finally:
-            self.gate.release()
+            primitive.release()
 
 
 def is_busy(exc: BaseException) -> bool:

@@ -141,7 +141,7 @@ class RowsHandler(DataHandler):
 
     async def post(self) -> None:
         name = parse_name(self.request.body)
-        async with self.session_factory.connection() as connection:
+        async with self.session_factory.connection(writes=True) as connection:
             row = await insert_row(connection, name)
         self.write_json(row, status=201)
 
