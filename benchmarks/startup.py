@@ -208,8 +208,8 @@ class Bench:
                 await side()
             print(f"  round {number}: project {project.values[-1]:.3f} s, bare {bare.values[-1]:.3f} s", flush=True)
         await self.databases.drop(url)
-        line, ratio, verdict = ratio_line("ratio project / bare", project, bare, 1.3)
-        return self.report(title, [project, bare], [line]), (title, ratio, 1.3, verdict)
+        line, ratio, verdict = ratio_line("ratio project / bare", project, bare, 1.1)
+        return self.report(title, [project, bare], [line]), (title, ratio, 1.1, verdict)
 
     async def many_revisions(self) -> Report:
         count = self.args.revisions

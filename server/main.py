@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -39,6 +40,10 @@ SHUTDOWN_GRACE = 20.0  # in-flight requests get this long; below Kubernetes' def
 
 
 def main(argv: list[str]) -> int:
+    # What importing made lives as long as the process: out of the collector's way (run.py paused it), and
+    # shared copy-on-write with --processes workers rather than touched by each one's collections.
+    gc.freeze()
+    gc.enable()
     configure_logging()
     try:
         settings = load_settings(argv[1:])
