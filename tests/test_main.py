@@ -470,3 +470,17 @@ def test_sigterm_while_revisions_run_exits_0_and_the_log_matches_the_database(
     assert ("slow_one" in table_names(database_url)) == (at == ["0003"])
     # What the log says was applied is what the database holds.
     assert ("applied revision 0003" in server.log) == (at == ["0003"]), f"database at {at}, log:\n{server.log}"
+
+
+def test_a_start_at_head_never_loads_alembic_the_lint_or_the_backup(start_server, tmp_path, database_url):
+    """The features that guard an upgrade cost nothing when there is none: a start at head is one query.
+    (PYTHONPROFILEIMPORTTIME makes Python log every module it imports.)"""
+    upgrade_in_process(database_url)
+    server = start_server(DATABASE_URL=database_url, PYTHONPROFILEIMPORTTIME="1")
+    server.wait_ready()
+    assert server.stop() == 0, server.log
+    imported = {line.rsplit("|", 1)[1].strip() for line in server.log.splitlines() if line.startswith("import time:")}
+    assert "server.web.app" in imported  # the log holds the imports
+    loaded = sorted(m for m in imported if m.split(".")[0] in ("alembic", "pglast") or "migrations.lint" in m)
+    assert not loaded and "server.migrations.backup" not in imported, loaded
+    assert "database already at head (0002)" in server.log
