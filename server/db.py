@@ -129,7 +129,10 @@ class SessionFactory:
     @contextlib.asynccontextmanager
     async def _held(self, primitive: asyncio.Lock | asyncio.Semaphore, what: str) -> AsyncIterator[None]:
         try:
-            await asyncio.wait_for(primitive.acquire(), self.timeout)
+            if primitive.locked():  # a timed wait makes a task of its own: only when there is a queue
+                await asyncio.wait_for(primitive.acquire(), self.timeout)
+            else:
+                await primitive.acquire()
         except TimeoutError:
             raise PoolTimeoutError(f"{what} came free within {self.timeout:g} s") from None
         try:

@@ -2,8 +2,9 @@
 
 import asyncio
 import functools
+import itertools
+import os
 import re
-import uuid
 
 import orjson
 import tornado.log
@@ -41,6 +42,24 @@ OUR_WORDS = {
 }
 
 
+# A new request ID: this process's random prefix and a counter, 32 hex digits as a uuid4 has; unique across
+# processes and replicas, and far cheaper per request. A forked worker draws a prefix of its own.
+_request_id_prefix = os.urandom(8).hex()
+_request_numbers = itertools.count(1)
+
+
+def _new_request_id_prefix() -> None:
+    global _request_id_prefix, _request_numbers
+    _request_id_prefix, _request_numbers = os.urandom(8).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_request_id_prefix)
+
+
+def new_request_id() -> str:
+    return f"{_request_id_prefix}{next(_request_numbers):016x}"
+
+
 class ApiError(tornado.web.HTTPError):
     """An error answered as {"error": message, **details}, with headers that survive send_error's clear()."""
 
@@ -64,7 +83,7 @@ class JsonHandler(tornado.web.RequestHandler):
     def request_id(self) -> str:
         """The caller's X-Request-ID when acceptable, else a new one."""
         given = self.request.headers.get(REQUEST_ID_HEADER, "")
-        return given if ACCEPTED_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        return given if given and ACCEPTED_REQUEST_ID.fullmatch(given) else new_request_id()
 
     def prepare(self) -> None:
         # The request runs in a task of its own: the ID stays with this request's log lines only.
