@@ -111,9 +111,9 @@ class Migrator:
         status = read_status(self.script, connection)
         connection.commit()  # env.py must get a connection outside a transaction to commit per revision
         if status.pending:
-            self.last_snapshot = before_first_revision(self.settings, self.script, connection, status) or (
-                self.last_snapshot
-            )
+            snapshot = before_first_revision(self.settings, self.script, connection, status)
+            if snapshot is not None:
+                self.last_snapshot = snapshot
         applied: list[AppliedRevision] = []
         retries_left, pause = self.settings.ddl_lock_retries, RETRY_PAUSE
         while status.pending:
