@@ -7,13 +7,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from server.migrations import VERSION_TABLE
+from server.errors import ServiceError
 from server.migrations.lint import DIALECTS, lint_revisions, refusal
+from server.migrations.status import read_status
 from server.models import Base
 from server.settings import SettingsError, load_settings
 
@@ -46,12 +46,8 @@ def lint_pending(script_directory: ScriptDirectory, settings, dialect: str):
         return lint_revisions(oldest_first(script_directory), dialect)  # connecting would create the file
 
     def pending_findings(connection: sa.Connection):
-        current = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_heads()
-        applied = (
-            {script.revision for script in script_directory.iterate_revisions(current, "base")} if current else set()
-        )
-        pending = [script for script in oldest_first(script_directory) if script.revision not in applied]
-        return lint_revisions(pending, dialect, connection=connection)
+        pending = read_status(script_directory, connection).pending  # oldest first
+        return lint_revisions([script_directory.get_revision(r.id) for r in pending], dialect, connection=connection)
 
     async def run():
         engine = create_async_engine(url, poolclass=NullPool)
@@ -80,6 +76,9 @@ def main(argv) -> int:
             findings = lint_pending(script_directory, settings, dialect)
         except (OSError, sa.exc.DBAPIError) as exc:
             print(f"python -m server.lint: cannot read the database {settings.database_url}: {exc}", file=sys.stderr)
+            return 1
+        except ServiceError as exc:  # at a revision this build does not know
+            print(f"python -m server.lint: {exc}", file=sys.stderr)
             return 1
     for finding in findings:
         print(finding)

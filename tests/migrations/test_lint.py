@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from test_revisions import on_connection, schema_of, upgrade
 
-from conftest import clean_environ
+from conftest import clean_environ, query, upgrade_in_process
 from server.migrations.lint import RULES, lint_revisions, refusal
 from server.migrations.lint.capture import (
     RecordingBatchOperations,
@@ -447,6 +447,17 @@ def test_cli_lints_only_the_revisions_pending_on_the_database(database_url, extr
     linted = run_lint(f"--database-url={database_url}", ALEMBIC_CONFIG=ini)  # 0003 pending alone
     assert linted.returncode == 1, linted.stdout + linted.stderr
     assert linted.stdout.startswith("0003 error ban-drop-table")
+
+
+def test_cli_on_a_database_at_a_revision_this_build_does_not_know_says_so_in_one_line(database_url):
+    upgrade_in_process(database_url)
+    query(database_url, "UPDATE alembic_version SET version_num = 'zzzz'")
+    linted = run_lint(f"--database-url={database_url}")
+    assert linted.returncode == 1 and "Traceback" not in linted.stderr, linted.stderr
+    assert linted.stderr.strip().splitlines() == [
+        "python -m server.lint: database is at revision zzzz, which this build does not know "
+        "(was it migrated by a newer release?)"
+    ]
 
 
 @pytest.mark.parametrize("args", [["--dialect=mysql"], ["--nonsense"], ["--all", "--port=x"]])
