@@ -85,6 +85,9 @@ async def _stream(
         out.put(CopyChunk(data))
 
     checksum = asyncio.ensure_future(checksummer.copy_from_query(rows_query(plan, False, False), output=hash_text))
+    # When the stream fails or is stopped, the checksum is cancelled under a connection about to be ended, and
+    # whatever it then raises is moot: taken here, so asyncio does not log it as never retrieved.
+    checksum.add_done_callback(lambda task: task.cancelled() or task.exception())
     try:
         await connection.copy_from_query(_select(plan), output=send, format="binary")
         await checksum
