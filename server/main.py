@@ -29,7 +29,7 @@ from server.migrations.runner import MigrationRunner, make_migrator
 from server.settings import Settings, load_settings
 from server.web.app import make_app
 from server.web.body_limit import DRAIN_LIMIT
-from server.web.connections import LISTEN_BACKLOG, GuardedHTTPServer, make_http_server
+from server.web.connections import LISTEN_BACKLOG, GuardedHTTPServer, defer_accept, make_http_server
 from server.web.metrics import make_metrics, multiprocess_dir, worker_exited
 from server.web.state import ServiceState
 from server.workers import run_workers
@@ -57,6 +57,7 @@ def main(argv: list[str]) -> int:
         if settings.migrate == "only":
             return migrate_only(settings)
         sockets = tornado.netutil.bind_sockets(settings.port, settings.address, backlog=LISTEN_BACKLOG)
+        defer_accept(sockets, settings.idle_timeout)
     except ServiceError as exc:
         log.error("%s", exc)
         return EXIT_FAILED

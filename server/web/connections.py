@@ -21,9 +21,22 @@ RESERVED_DESCRIPTORS_MIN = 64
 ACCEPT_PAUSE = 0.1  # seconds accepting rests when the process is out of descriptors
 REPORT_INTERVAL = 10.0  # at most one line per this many seconds about refused or shed connections
 # Tornado's default backlog of 128 overflows under a burst of connects, and a dropped SYN costs its client
-# a full second before the retry: a probe among them would miss its deadline.
-LISTEN_BACKLOG = 1024
+# a full second before the retry: a probe among them would miss its deadline. The kernel caps it at
+# net.core.somaxconn (4096 since Linux 5.4).
+LISTEN_BACKLOG = 4096
 ACCEPT_BATCH = 128  # connections taken per readiness event, as Tornado's accept loop does
+
+
+def defer_accept(sockets: list[socket.socket], seconds: float) -> None:
+    """Hand a connection to the server only once its client has sent something (Linux; nginx's `deferred`).
+
+    Until then the kernel holds it without a descriptor, so a flood of silent sockets costs the server
+    nothing; one still silent after `seconds` is handed over anyway and meets the idle timeout."""
+    if not hasattr(socket, "TCP_DEFER_ACCEPT"):
+        return
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(1, round(seconds)))
 
 
 def make_http_server(app, settings, max_body_size: int) -> "GuardedHTTPServer":
