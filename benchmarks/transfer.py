@@ -19,7 +19,10 @@ Directions (--directions, default all three), each timed from process start to e
                      --dbname=TARGET`, the target brought to head by our migrations first (untimed). Goal >= 1.0x.
   postgres-sqlite    transfer vs `db-to-sqlite postgresql+psycopg2://SOURCE TARGET.db --table=my_table` (PyPI;
                      it creates its own table). Goal >= 2x.
-The figure is rows / wall-clock second; the transfer's includes its verification, the others verify nothing.
+Both sides of a direction get the same target: where the peer's is brought to head first (pgloader with
+--pgloader-schema ours, pg_dump), so is the transfer's, untimed, and it finds nothing to migrate; into SQLite
+both start from no file. The figure is rows / wall-clock second; the transfer's includes its verification,
+the others verify nothing.
 After each run the target is checked: the row count and max(id) match, and on PostgreSQL the next id the
 sequence gives is max(id) + 1.
 
@@ -130,14 +133,14 @@ class Bench:
         self.sqlite_sources: dict[int, Path] = {}
         self.postgres_sources: dict[int, str] = {}
 
-    async def transfer(self, source: str, target_kind: str, rows: int) -> Run:
-        """One transfer into a fresh database of target_kind."""
-        target = await self.fresh(target_kind)
+    async def transfer(self, source: str, target_kind: str, rows: int, at_head: bool = False) -> Run:
+        """One transfer into a fresh database of target_kind (brought to head first, untimed, if at_head)."""
+        target = await self.fresh(target_kind, at_head)
         argv = self.transfer_argv(source, target)
         return await self.timed(argv, clean_environ(PYTHONPATH=str(ROOT)), "transfer", target, rows)
 
     async def pgloader(self, rows: int) -> Run:
-        target = await self.fresh("postgresql", at_head=self.args.pgloader_schema == "ours")
+        target = await self.fresh("postgresql", at_head=self.pgloader_at_head)
         commands = self.workdir / "load.pgloader"
         commands.write_text(self.pgloader_commands(self.sqlite_sources[rows], target))
         return await self.timed(["pgloader", str(commands)], clean_environ(), "pgloader", target, rows)
@@ -160,6 +163,10 @@ class Bench:
             return Run(seconds, child.cpu, child.maxrss)
         finally:
             await self.drop(target)
+
+    @property
+    def pgloader_at_head(self) -> bool:
+        return self.args.pgloader_schema == "ours"
 
     def transfer_argv(self, source: str, target: str) -> list[str]:
         return [PYTHON, "-m", "server.transfer", source, target]
@@ -232,7 +239,7 @@ class Bench:
                 "SQLite -> PostgreSQL",
                 "pgloader",
                 1.5,
-                lambda rows: self.transfer(sqlite_source(rows), "postgresql", rows),
+                lambda rows: self.transfer(sqlite_source(rows), "postgresql", rows, self.pgloader_at_head),
                 self.pgloader if has_pgloader else None,
                 "apt-get install -y pgloader",
             ),
@@ -241,7 +248,7 @@ class Bench:
                 "PostgreSQL -> PostgreSQL",
                 "pg_dump | pg_restore",
                 1.0,
-                lambda rows: self.transfer(self.postgres_sources[rows], "postgresql", rows),
+                lambda rows: self.transfer(self.postgres_sources[rows], "postgresql", rows, at_head=True),
                 self.pg_dump_restore if has_pg_dump else None,
                 "apt-get install -y postgresql-client",
             ),
@@ -296,6 +303,7 @@ class Bench:
         if args.pgloader_schema == "ours":
             print("                (the database brought to head by run.py --migrate=only first, untimed)")
         print(f"  pg_dump       bash -c {self.pg_dump_command('SOURCE_URL', 'TARGET_URL')!r} (target at head first)")
+        print("  (where a peer's target is at head first, so is the transfer's: the same work on both sides)")
         print(f"  db-to-sqlite  {command_line(self.db_to_sqlite_argv('postgresql:///SOURCE', 'sqlite:///TARGET.db'))}")
 
         results = []

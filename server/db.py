@@ -34,6 +34,13 @@ def make_engine(url: URL, **engine_options) -> AsyncEngine:
     return engine
 
 
+def read_only_url(url: URL) -> URL:
+    """The URL to look at a database with, changing nothing: an SQLite file opened read-only."""
+    if url.get_backend_name() != "sqlite":
+        return url
+    return url.set(database=f"file:{url.database}", query={"mode": "ro", "uri": "true"})
+
+
 def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:
     # Python's sqlite3 runs DDL outside any transaction, so a failing revision would stay half applied.
     # Taking BEGIN/COMMIT into our own hands makes each revision all or nothing, as on PostgreSQL.

@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
-from server.db import make_engine
+from server.db import make_engine, read_only_url
 from server.errors import Interrupted, Phase, RevisionFailed, ServiceError, describe, sqlstate
 from server.migrations.backup import Snapshot, snapshot_before_upgrade
 from server.migrations.connect import connect, make_migration_engine
@@ -67,11 +67,9 @@ class Migrator:
     def status(self, wait: bool = False) -> Status:
         """Where the database stands, changing nothing (an absent SQLite file stays absent)."""
         url = self.settings.database_url
-        if url.get_backend_name() == "sqlite":
-            if not Path(url.database).exists():
-                return status_of(self.script, ())
-            url = url.set(database=f"file:{url.database}", query={"mode": "ro", "uri": "true"})
-        return asyncio.run(self._read_status(url, wait))
+        if url.get_backend_name() == "sqlite" and not Path(url.database).exists():
+            return status_of(self.script, ())
+        return asyncio.run(self._read_status(read_only_url(url), wait))
 
     async def _read_status(self, url: URL, wait: bool) -> Status:
         engine = make_engine(url, poolclass=NullPool)

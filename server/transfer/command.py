@@ -17,10 +17,12 @@ from typing import TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
+from server.db import make_engine, read_only_url
 from server.errors import EXIT_FAILED, EXIT_OK, ServiceError, TransferFailed, describe
 from server.logs import configure_logging
-from server.migrations import Migrator  # the one place the transfer reaches the migrator
+from server.migrations.heads import current_if_at_head
 from server.models import Base
 from server.settings import Settings, SettingsError, load_settings
 from server.transfer.plan import TablePlan, make_plans
@@ -155,8 +157,14 @@ class Transfer:
 
     async def run(self) -> None:
         self.source.check_reachable()
-        heads = await self._source_at_head()
-        await self._target_to_head()
+        # Most often both are at head already: one query each, at once, and Alembic is never loaded.
+        source_at, target_at = await asyncio.gather(
+            at_head(read_only_url(self.source_settings.database_url), self.source_settings),
+            at_head(self.target_settings.database_url, self.target_settings),
+        )
+        heads = source_at or await self._source_at_head()
+        if target_at is None:
+            await self._target_to_head()
         reader = Reader(self.source, self.plans, self.batch_size, self.target.takes, self.interrupt.stop_here)
         try:
             snapshot = reader.start()
@@ -203,10 +211,12 @@ class Transfer:
             raise TransferFailed(f"target: stopped before the end of {plan.name}")
         rows = table.check.rows
         rate = f"{rows / seconds:,.0f}" if seconds else "-"
-        log.info("%s: copied and read back %s rows in %.2f s (%s rows/s)", plan.name, f"{rows:,}", seconds, rate)
+        log.info("%s: copied and checked %s rows in %.2f s (%s rows/s)", plan.name, f"{rows:,}", seconds, rate)
         return TableFigures(plan.name, table.check, target)
 
     async def _source_at_head(self) -> tuple[str, ...]:
+        from server.migrations import Migrator  # Alembic's runtime: only for a side not at head
+
         status = await self._in_thread("source", self.source_settings, Migrator(self.source_settings).status, True)
         if not status.at_head:
             url = self.source_settings.database_url.render_as_string(hide_password=True)
@@ -218,6 +228,8 @@ class Transfer:
         return status.heads
 
     async def _target_to_head(self) -> None:
+        from server.migrations import Migrator
+
         upgrade = Migrator(self.target_settings).upgrade
         result = await self._in_thread("target", self.target_settings, upgrade, self.interrupt.requested)
         if result.applied:
@@ -240,6 +252,16 @@ class Transfer:
             raise TransferFailed(f"{side}: {describe(exc, settings.database_url)}") from None
 
 
+async def at_head(url: URL, settings: Settings) -> tuple[str, ...] | None:
+    """The database's revisions if they are the heads; None for anything else, which the migrator then
+    looks at closer (waiting for the database, wording what is wrong)."""
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        return await current_if_at_head(engine, settings.alembic_config)
+    finally:
+        await engine.dispose()
+
+
 def check_urls(source: URL, target: URL) -> None:
     """Refuse the same database twice, and databases no module here speaks."""
     for side, url in (("source", source), ("target", target)):
@@ -258,9 +280,8 @@ def _identity(url: URL) -> tuple:
 
 
 def print_figures(figures: list[TableFigures]) -> None:
-    print(
-        f"{'table':<20} {'source rows':>12} {'target rows':>12}  {'source sha256':<16}  {'target sha256':<16}  verdict"
-    )
+    checksums = f"{'source checksum':<16}  {'target checksum':<16}"
+    print(f"{'table':<20} {'source rows':>12} {'target rows':>12}  {checksums}  verdict")
     for f in figures:
         print(
             f"{f.name:<20} {f.source.rows:>12,} {f.target.rows:>12,}  {f.source.checksum[:16]:<16}  "
@@ -309,9 +330,11 @@ def load_side(url: str, args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str]) -> int:
-    # What the imports made (SQLAlchemy, Alembic: a few hundred thousand objects) lives until exit. Frozen,
-    # the garbage collector stops walking it on every full collection the copy's row tuples set off.
+    # What the imports made (SQLAlchemy: a few hundred thousand objects) lives until exit. Frozen, the
+    # garbage collector stops walking it on every full collection the copy's row tuples set off; __main__
+    # paused the collector during the imports.
     gc.freeze()
+    gc.enable()
     configure_logging()
     interrupt = Interrupt()
     interrupt.install()  # before asyncio.run, which then leaves SIGINT to it

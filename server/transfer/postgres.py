@@ -3,6 +3,7 @@ target (binary COPY in one transaction, read back as it goes)."""
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import struct
@@ -13,7 +14,7 @@ import asyncpg
 from server.db import CONNECT_TIMEOUT
 from server.errors import TransferFailed, describe
 from server.settings import Settings
-from server.transfer.plan import PG_EPOCH_SECONDS_SINCE_1970, Batch, TablePlan, quote
+from server.transfer.plan import PG_EPOCH_SECONDS_SINCE_1970, Batch, ColumnPlan, TablePlan, quote
 from server.transfer.stream import CopyChunk, Form, Outbox, Snapshot, TableRead, TableStart
 from server.transfer.verify import ColumnDigests, TableCheck
 
@@ -48,8 +49,12 @@ class PostgresSource:
                 connections.append(await connect(self.settings, "source"))
                 await connections[1].execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 await connections[1].execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                # It runs while the rows stream: parallel workers would take the cores the COPY needs.
+                await connections[1].execute("SET LOCAL max_parallel_workers_per_gather = 0")
             for plan in plans:
-                out.put(TableStart(await first.fetchval(f"SELECT count(*) FROM {quote(plan.name)}")))
+                # fetch, not fetchval: a query asked for one row at a time gets no parallel workers.
+                ((rows,),) = await first.fetch(f"SELECT count(*) FROM {quote(plan.name)}")
+                out.put(TableStart(rows))
                 if form == "postgres-binary":
                     out.put(await _stream(first, connections[1], plan, out))
                 else:
@@ -76,24 +81,22 @@ async def _stream(
     connection: asyncpg.Connection, checksummer: asyncpg.Connection, plan: TablePlan, out: Outbox
 ) -> TableCheck:
     """A table as its binary COPY stream, and its checksum from the other connection meanwhile."""
-    digests = ColumnDigests(len(plan.columns))
-
-    async def hash_text(data: bytes) -> None:
-        digests.add_copy_text(data)
 
     async def send(data: bytes) -> None:
         out.put(CopyChunk(data))
 
-    checksum = asyncio.ensure_future(checksummer.copy_from_query(rows_query(plan, False, False), output=hash_text))
+    checksum = asyncio.ensure_future(checksummer.fetch(checksum_query(plan)))
     # When the stream fails or is stopped, the checksum is cancelled under a connection about to be ended, and
     # whatever it then raises is moot: taken here, so asyncio does not log it as never retrieved.
     checksum.add_done_callback(lambda task: task.cancelled() or task.exception())
     try:
-        await connection.copy_from_query(_select(plan), output=send, format="binary")
-        await checksum
+        # The table as stored, in no particular order: the checksums do not depend on it, and a plain COPY
+        # scans the table where an ORDER BY would walk its index.
+        columns = [c.name for c in plan.columns]
+        await connection.copy_from_table(plan.name, columns=columns, output=send, format="binary")
+        return table_check(await checksum)
     finally:
         checksum.cancel()
-    return digests.check()
 
 
 class PostgresTarget:
@@ -141,12 +144,11 @@ class PostgresTarget:
         pieces = table.pieces()
         first = next(pieces, None)
         with self._errors():
-            if isinstance(first, CopyChunk):  # from PostgreSQL: as it came, then read back whole
+            if isinstance(first, CopyChunk):  # from PostgreSQL: as it came, then checked where it lies
                 await self._connection.copy_to_table(
                     plan.name, source=_chunks(first, pieces), columns=columns, format="binary"
                 )
-                await self._read_back(plan, digests, None, None)
-                return digests.check()
+                return table_check(await self._connection.fetch(checksum_query(plan)))
             lower: tuple | None = None  # the last key of the part before
             batch = first
             while batch is not None:
@@ -266,12 +268,6 @@ async def _chunks(first: CopyChunk, pieces: Iterator[Batch | CopyChunk]) -> Asyn
         yield piece.data
 
 
-def _select(plan: TablePlan) -> str:
-    """The rows as stored, in key order: the binary COPY stream a PostgreSQL target takes as it is."""
-    keys = [quote(c.name) + (' COLLATE "C"' if c.kind == "text" else "") for c in plan.key_columns]
-    return f"SELECT {', '.join(quote(c.name) for c in plan.columns)} FROM {quote(plan.name)} ORDER BY {', '.join(keys)}"
-
-
 def rows_query(plan: TablePlan, lower: bool, upper: bool) -> str:
     """A table's rows as transfer values in the order every side reads them: those after key $1 (lower) up
     to key $2 or $1 (upper). Its COPY text is exactly what the checksum covers."""
@@ -292,6 +288,45 @@ def rows_query(plan: TablePlan, lower: bool, upper: bool) -> str:
         bounds.append(f"({', '.join(keys)}) <= ({', '.join(f'${number + i}' for i in range(width))})")
     where = f" WHERE {' AND '.join(bounds)}" if bounds else ""
     return f"SELECT {', '.join(expressions)} FROM {quote(plan.name)}{where} ORDER BY {', '.join(keys)}"
+
+
+def checksum_query(plan: TablePlan) -> str:
+    """Between two PostgreSQL databases each side checks its rows where they lie, instead of sending them
+    to this process to be hashed: the row count and, per column, the count of values that are not NULL and
+    the exact sum of their 64-bit hashes, each hash seeded with its row's key (so values swapped between
+    rows show). One scan, in parallel workers where PostgreSQL sees fit; the rows never leave the server."""
+    keys = plan.key_columns
+    if len(keys) == 1 and keys[0].kind == "int":
+        seed = quote(keys[0].name)
+    else:
+        seed = f"hashtextextended(ROW({', '.join(_checked_value(c) for c in keys)})::text, 0)"
+    sums = []
+    for column in plan.columns:
+        hash_function = "hashtextextended" if column.kind == "text" else "hashint8extended"
+        sums.append(f"count({quote(column.name)}), sum({hash_function}({_checked_value(column)}, {seed}))")
+    return f"SELECT count(*), {', '.join(sums)} FROM {quote(plan.name)}"
+
+
+def _checked_value(column: ColumnPlan) -> str:
+    """A column as the checksum hashes it: text as it is; ints, bools and timestamps (microseconds) as bigint."""
+    name = quote(column.name)
+    if column.kind == "text":
+        return name
+    if column.kind == "bool":
+        return f"{name}::int::bigint"
+    if column.kind.startswith("timestamp"):
+        return f"(extract(epoch FROM {name}) * 1000000)::bigint"
+    return f"{name}::bigint"
+
+
+def table_check(result: list[asyncpg.Record]) -> TableCheck:
+    """A TableCheck from checksum_query's row: its SHA-256, for a figure as short as the other directions'.
+
+    Run with fetch, not fetchrow: PostgreSQL runs a query whose rows are asked for a few at a time without
+    parallel workers, and the scan is the whole cost of the check."""
+    (aggregates,) = result
+    text = ",".join("" if value is None else str(value) for value in aggregates.values())
+    return TableCheck(aggregates[0], hashlib.sha256(text.encode()).hexdigest())
 
 
 def dsn(settings: Settings) -> str:

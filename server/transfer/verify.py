@@ -6,6 +6,9 @@ timestamps as microseconds since 2000-01-01 UTC) and ended by a newline. Column 
 then comes from whole columns at C speed (a join, orjson, bytes.replace), where row by row it would cost a
 Python call per row; PostgreSQL writes that text itself, and it is split into columns as it streams in.
 Both sides hash the same bytes exactly when the data match.
+
+Between two PostgreSQL databases the rows never come to this process: each side checks them where they lie
+(postgres.checksum_query), and the figure differs from this one.
 """
 
 import dataclasses

@@ -116,7 +116,7 @@ def test_thousands_of_awkward_rows_arrive_exactly_and_the_next_id_follows(sqlite
     assert target_rows(postgres_url) == expected
     assert next_id(postgres_url) == 15001
     assert "my_table: copying 5,000 rows" in result.stderr  # progress as log lines: stderr is no terminal
-    assert re.search(r"my_table: copied and read back 5,000 rows in [\d.]+ s \([\d,]+ rows/s\)", result.stderr)
+    assert re.search(r"my_table: copied and checked 5,000 rows in [\d.]+ s \([\d,]+ rows/s\)", result.stderr)
     assert re.search(r"committed: 1 table\(s\), 5,000 rows in [\d.]+ s \([\d,]+ rows/s", result.stderr)
     assert not error_lines(result.stderr) and "Traceback" not in result.stderr
 

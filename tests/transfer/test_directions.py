@@ -119,6 +119,43 @@ def test_awkward_rows_arrive_exactly_and_the_next_id_follows(direction, database
     assert "Traceback" not in result.stderr and " ERROR [" not in result.stderr
 
 
+# A target that stores something other than what it was sent: one name changed on its way in.
+ALTER_ONE_NAME = {
+    "postgres": """
+        CREATE FUNCTION alter_one_name() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id = 3000 THEN NEW.name := NEW.name || '!'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER alter_one_name BEFORE INSERT ON my_table FOR EACH ROW EXECUTE FUNCTION alter_one_name();
+    """,
+    "sqlite": """
+        CREATE TRIGGER alter_one_name AFTER INSERT ON my_table WHEN NEW.id = 3000
+        BEGIN UPDATE my_table SET name = name || '!' WHERE id = NEW.id; END
+    """,
+}
+
+
+def test_a_target_that_stores_one_value_otherwise_fails_verification_and_is_left_as_it_was(direction, databases):
+    source_kind, target_kind = direction
+    source, target = databases.new(source_kind), databases.new(target_kind)
+    rows, _ = awkward_rows(source_kind, 2000)
+    make_source(source, rows)
+    make_source(target)
+    if target_kind == "postgres":
+        pg_execute(target, ALTER_ONE_NAME["postgres"])
+    else:
+        with contextlib.closing(sqlite3.connect(make_url(target).database)) as connection, connection:
+            connection.execute(ALTER_ONE_NAME["sqlite"])
+
+    result = transfer(source, target)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "MISMATCH" in result.stdout, result.stdout
+    assert_one_clear_error(result.stderr, "verification failed for my_table")
+    assert stored_rows(target) == []
+
+
 @pytest.mark.postgres
 def test_a_round_trip_through_both_systems_comes_back_equal(databases):
     start = databases.new("sqlite")
