@@ -7,6 +7,7 @@ import tornado.log
 import tornado.web
 
 from server.db import SessionFactory
+from server.errors import Phase
 from server.migrations.runner import MigrationRunner
 from server.web.admin import MigrationsHandler, UpgradeHandler
 from server.web.body_limit import BodyLimit
@@ -14,6 +15,8 @@ from server.web.handlers import NotFoundHandler, RowsHandler
 from server.web.health import LiveHandler, ReadyHandler
 from server.web.metrics import Metrics, MetricsHandler
 from server.web.state import ServiceState
+
+STARTING = frozenset({Phase.MIGRATING, Phase.WAITING})  # not ready yet, as expected
 
 
 def make_app(
@@ -56,11 +59,16 @@ def log_and_count(metrics: Metrics, handler: tornado.web.RequestHandler) -> None
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access log, except that a 503 while not ready is expected, not an error."""
+    """Tornado's access log, except that a probe's 503 is a warning, not an error, and while the service is
+    still starting it is what the probe is there to see: not logged (DEBUG), the migrator's lines say more.
+    A probe every few milliseconds during a long upgrade would otherwise write a line each and slow it."""
     status = handler.get_status()
     if status < 400:
         level = logging.INFO
-    elif status < 500 or (status == 503 and handler.request.path.startswith("/health/")):
+    elif status == 503 and handler.request.path.startswith("/health/"):
+        state = getattr(handler, "state", None)
+        level = logging.DEBUG if state is not None and state.phase in STARTING else logging.WARNING
+    elif status < 500:
         level = logging.WARNING
     else:
         level = logging.ERROR

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import json_of, query, sqlite_path
+from conftest import json_of, query, sqlite_path, upgrade_in_process
 
 POOL_TIMEOUT = 2.0
 # Holds the file's exclusive lock until its stdin closes; says "held" once it has it.
@@ -65,3 +65,22 @@ def test_a_locked_sqlite_file_gets_bounded_answers_that_say_busy(start_server, s
     assert server.request("POST", "/", json.dumps({"name": "after the lock"}).encode())[0] == 201
     assert "Traceback" not in server.log, server.log
     assert server.stop() == 0, server.log
+
+
+def test_probes_answered_503_while_starting_stay_out_of_the_log_and_other_errors_do_not(
+    start_server, extra_revisions, sqlite_url
+):
+    ini, add = extra_revisions
+    upgrade_in_process(sqlite_url)  # at 0002; the server's history has 0003 beyond it: it waits
+    add("0003", "0002", "op.create_table('extra', sa.Column('id', sa.Integer, primary_key=True))")
+    server = start_server("--migrate=off", DATABASE_URL=sqlite_url, ALEMBIC_CONFIG=str(ini))
+    server.wait_listening()
+    for _ in range(20):
+        status, body, _ = server.get("/health/ready")
+        assert (status, json.loads(body)) == (503, {"status": "waiting"})
+    assert server.get("/no-such-page")[0] == 404
+
+    assert server.stop() == 0, server.log
+    log = server.log
+    assert "GET /health/ready" not in log, log  # twenty probes, no line: the service is starting
+    assert "404 GET /no-such-page" in log, log  # the access log itself still writes
