@@ -10,11 +10,13 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from server.errors import DatabaseBusy, sqlstate
 from server.settings import Settings
 
 # asyncpg would otherwise wait 60 s for a host that accepts TCP and never answers.
 CONNECT_TIMEOUT = 10.0
 SQLITE_BUSY_TIMEOUT = 30.0  # a migrator may wait this long for a writer; a request waits --pool-timeout
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's sqlstate when lock_timeout ends a wait
 # Execution options of a transaction that will write. On SQLite it begins IMMEDIATE: a deferred transaction
 # that reads and then writes fails at once with "database is locked" beside another writer, since the busy
 # timeout does not cover upgrading its lock; IMMEDIATE takes the write lock up front, waiting its turn.
@@ -71,6 +73,10 @@ def make_serving_engine(settings: Settings) -> AsyncEngine:
         # round trips. (SQLite keeps its explicit BEGIN: it costs no round trip there.)
         options["isolation_level"] = "AUTOCOMMIT"
         options["pool_reset_on_return"] = None  # with no transaction there is nothing to roll back
+        # A table locked by a migration (or anyone) holds a request at most --pool-timeout, then 503 busy:
+        # requests queued behind a lock would otherwise hold every pooled connection until it goes.
+        lock_timeout = str(max(1, round(settings.pool_timeout * 1000)))
+        options["connect_args"] = {"timeout": CONNECT_TIMEOUT, "server_settings": {"lock_timeout": lock_timeout}}
     else:
         # sqlite3 blocks in its busy handler, where no cancellation reaches it (aiosqlite's thread runs on
         # after asyncio gives up): the lock wait itself must be as short as a request may wait.
@@ -149,7 +155,10 @@ class SessionFactory:
 
 
 def is_busy(exc: BaseException) -> bool:
-    """The database answered that what we need is locked (SQLite's SQLITE_BUSY or SQLITE_LOCKED)."""
+    """The database answered that what we need is locked: SQLite's SQLITE_BUSY or SQLITE_LOCKED, or
+    PostgreSQL's lock_timeout (as DatabaseBusy from web/queries.py, or through SQLAlchemy)."""
+    if isinstance(exc, DatabaseBusy) or sqlstate(exc) == LOCK_NOT_AVAILABLE:
+        return True
     cause = getattr(exc, "orig", None) or exc
     code = getattr(cause, "sqlite_errorcode", None)
     if code is None:  # aiosqlite raises sqlite3's own errors; SQLAlchemy's adapter keeps them as __cause__

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from server.db import SessionFactory, is_busy
-from server.errors import DatabaseUnavailable
+from server.errors import DatabaseBusy, DatabaseUnavailable
 from server.logs import request_id_var
 from server.models import NAME_MAX_LENGTH
 from server.web.queries import fetch_page, insert_row
@@ -33,6 +33,7 @@ DATABASE_DOWN = (
     OSError,
     asyncio.TimeoutError,
     DatabaseUnavailable,  # the page read's own, from the driver's disconnect errors (web/queries.py)
+    DatabaseBusy,  # and from PostgreSQL's lock_timeout
 )
 
 

@@ -6,7 +6,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.db import WRITES
-from server.errors import DatabaseUnavailable
+from server.errors import DatabaseBusy, DatabaseUnavailable
 from server.models import MyTable
 
 my_table = MyTable.__table__
@@ -57,3 +57,5 @@ async def _on_driver(connection: AsyncConnection, method: str, statement: str, *
     except DISCONNECTED:
         await connection.invalidate()  # what SQLAlchemy does on a disconnect: the pool forgets this connection
         raise DatabaseUnavailable("database unavailable") from None
+    except asyncpg.LockNotAvailableError:  # the serving engine's lock_timeout (db.make_serving_engine)
+        raise DatabaseBusy("database busy: the table is locked") from None

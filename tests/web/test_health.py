@@ -1,4 +1,4 @@
-"""Probes and data requests against a server whose SQLite file another process has locked: bounded, "busy"."""
+"""Probes and data requests against a server whose database another connection has locked: bounded, "busy"."""
 
 import contextlib
 import json
@@ -6,7 +6,9 @@ import subprocess
 import sys
 import time
 
-from conftest import json_of, query, sqlite_path, upgrade_in_process
+import asyncpg
+
+from conftest import held_in_thread, json_of, query, sqlite_path, upgrade_in_process
 
 POOL_TIMEOUT = 2.0
 # Holds the file's exclusive lock until its stdin closes; says "held" once it has it.
@@ -63,6 +65,44 @@ def test_a_locked_sqlite_file_gets_bounded_answers_that_say_busy(start_server, s
     # The lock gone, the same connections serve again.
     assert server.get("/health/ready")[0] == 200
     assert server.request("POST", "/", json.dumps({"name": "after the lock"}).encode())[0] == 201
+    assert "Traceback" not in server.log, server.log
+    assert server.stop() == 0, server.log
+
+
+@contextlib.asynccontextmanager
+async def table_locked(url: str):
+    """my_table held in ACCESS EXCLUSIVE mode, as a migration rewriting it would, until the block ends."""
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        async with connection.transaction():
+            await connection.execute("LOCK TABLE my_table IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await connection.close()
+
+
+def test_a_locked_postgres_table_gets_bounded_answers_that_say_busy(start_server, postgres_url):
+    server = start_server(DATABASE_URL=postgres_url, POOL_TIMEOUT=str(POOL_TIMEOUT))
+    server.wait_ready()
+    assert server.request("POST", "/", json.dumps({"name": "before the lock"}).encode())[0] == 201
+
+    with held_in_thread(lambda: table_locked(postgres_url)):
+        # More requests than the pool holds: none may keep a connection waiting behind the lock.
+        answers = [timed(lambda: server.get("/", timeout=15)) for _ in range(3)]
+        post, post_took = timed(lambda: server.request("POST", "/", b'{"name": "locked out"}', timeout=15))
+        ready = server.get("/health/ready")
+    print(f"locked table: GET {[round(took, 2) for _, took in answers]} s, POST {post_took:.2f} s")
+
+    for page, took in [*answers, (post, post_took)]:
+        assert page[0] == 503 and page[2]["Retry-After"], page
+        assert json_of(page) == {"error": "database busy: it is locked by another connection"}
+        assert took < POOL_TIMEOUT + 1.5, took
+    assert ready[0] == 200, ready  # the probe reads alembic_version, which the lock does not touch
+
+    # The lock gone, the same pool serves again, and the lines about it are warnings, not tracebacks.
+    assert server.get("/")[0] == 200
+    assert server.request("POST", "/", json.dumps({"name": "after the lock"}).encode())[0] == 201
+    assert "database unavailable or busy: DatabaseBusy" in server.log, server.log
     assert "Traceback" not in server.log, server.log
     assert server.stop() == 0, server.log
 
