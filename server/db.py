@@ -25,12 +25,12 @@ WRITES = {"sqlite_begin": "BEGIN IMMEDIATE"}
 
 def make_engine(url: URL, **engine_options) -> AsyncEngine:
     """An async engine for a normalised URL; SQLite gets real transactions (DDL included)."""
+    # Each driver's timeout unless the caller gives its own. sqlite3's is its busy timeout: wait for another
+    # process's write lock instead of failing at once with "database is locked".
+    timeout = CONNECT_TIMEOUT if url.get_backend_name() == "postgresql" else SQLITE_BUSY_TIMEOUT
+    engine_options["connect_args"] = {"timeout": timeout, **engine_options.get("connect_args", {})}
     if url.get_backend_name() == "postgresql":
-        engine_options.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT})
         return create_async_engine(url, **engine_options)
-    # sqlite3's timeout is its busy timeout: wait for another process's write lock instead of
-    # failing at once with "database is locked".
-    engine_options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT})
     engine = create_async_engine(url, **engine_options)
     _use_real_sqlite_transactions(engine)
     return engine
@@ -76,7 +76,7 @@ def make_serving_engine(settings: Settings) -> AsyncEngine:
         # A table locked by a migration (or anyone) holds a request at most --pool-timeout, then 503 busy:
         # requests queued behind a lock would otherwise hold every pooled connection until it goes.
         lock_timeout = str(max(1, round(settings.pool_timeout * 1000)))
-        options["connect_args"] = {"timeout": CONNECT_TIMEOUT, "server_settings": {"lock_timeout": lock_timeout}}
+        options["connect_args"] = {"server_settings": {"lock_timeout": lock_timeout}}
     else:
         # sqlite3 blocks in its busy handler, where no cancellation reaches it (aiosqlite's thread runs on
         # after asyncio gives up): the lock wait itself must be as short as a request may wait.

@@ -271,12 +271,7 @@ async def _chunks(first: CopyChunk, pieces: Iterator[Batch | CopyChunk]) -> Asyn
 def rows_query(plan: TablePlan, lower: bool, upper: bool) -> str:
     """A table's rows as transfer values in the order every side reads them: those after key $1 (lower) up
     to key $2 or $1 (upper). Its COPY text is exactly what the checksum covers."""
-    expressions = []
-    for column in plan.columns:
-        name = quote(column.name)
-        if column.kind.startswith("timestamp"):
-            name = f"(extract(epoch FROM {name}) * 1000000)::bigint - {PG_EPOCH_SECONDS_SINCE_1970 * 1_000_000}"
-        expressions.append(name)
+    expressions = [_transfer_value(column) for column in plan.columns]
     # COLLATE "C" orders text by code point, as SQLite's default BINARY collation does.
     keys = [quote(c.name) + (' COLLATE "C"' if c.kind == "text" else "") for c in plan.key_columns]
     width = len(keys)
@@ -308,15 +303,20 @@ def checksum_query(plan: TablePlan) -> str:
 
 
 def _checked_value(column: ColumnPlan) -> str:
-    """A column as the checksum hashes it: text as it is; ints, bools and timestamps (microseconds) as bigint."""
-    name = quote(column.name)
+    """A column as the checksum hashes it: its transfer value, text as it is and the rest as bigint."""
     if column.kind == "text":
-        return name
+        return _transfer_value(column)
     if column.kind == "bool":
-        return f"{name}::int::bigint"
+        return f"{quote(column.name)}::int::bigint"
+    return f"({_transfer_value(column)})::bigint"
+
+
+def _transfer_value(column: ColumnPlan) -> str:
+    """A column as the transfer carries it: timestamps as microseconds since 2000-01-01 UTC, the rest as stored."""
+    name = quote(column.name)
     if column.kind.startswith("timestamp"):
-        return f"(extract(epoch FROM {name}) * 1000000)::bigint"
-    return f"{name}::bigint"
+        return f"(extract(epoch FROM {name}) * 1000000)::bigint - {PG_EPOCH_SECONDS_SINCE_1970 * 1_000_000}"
+    return name
 
 
 def table_check(result: list[asyncpg.Record]) -> TableCheck:
