@@ -501,15 +501,16 @@ def held_in_thread(make_context, limit: float = 60.0):
     assert not errors, errors
 
 
-def long_reader_of(url: str):
-    """A transaction reading my_table (ACCESS SHARE held), as a long report would."""
+def table_lock_of(url: str, mode: str = "ACCESS SHARE"):
+    """A transaction holding my_table in `mode`: ACCESS SHARE as a long report would, ACCESS EXCLUSIVE as a
+    revision rewriting the table would."""
 
     @contextlib.asynccontextmanager
     async def hold():
         connection = await asyncpg.connect(url, timeout=10)
         try:
             async with connection.transaction():
-                await connection.execute("LOCK TABLE my_table IN ACCESS SHARE MODE")
+                await connection.execute(f"LOCK TABLE my_table IN {mode} MODE")
                 yield
         finally:
             await connection.close()

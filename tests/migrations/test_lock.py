@@ -10,9 +10,9 @@ from conftest import (
     assert_one_clear_error,
     error_lines,
     held_in_thread,
-    long_reader_of,
     query,
     run_alembic,
+    table_lock_of,
     upgrade_in_process,
     versions,
     wait_for,
@@ -244,7 +244,7 @@ def test_a_table_locked_past_the_ddl_lock_timeout_but_within_the_retries_becomes
     ini, add = extra_revisions
     add("0003", "0002", ADD_NOTE)
 
-    with held_in_thread(long_reader_of(postgres_url)):
+    with held_in_thread(table_lock_of(postgres_url)):
         server = start_server(DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), DDL_LOCK_TIMEOUT="1")
         wait_for(lambda: len(RETRYING.findall(server.log)) >= 2, 30, "two retries logged")
     server.wait_ready(timeout=30)
@@ -262,7 +262,7 @@ def test_a_table_locked_past_every_retry_exits_1_with_one_line(postgres_url, ext
     ini, add = extra_revisions
     add("0003", "0002", ADD_NOTE)
 
-    with held_in_thread(long_reader_of(postgres_url)):
+    with held_in_thread(table_lock_of(postgres_url)):
         server = start_server(
             DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), DDL_LOCK_TIMEOUT="0.5", DDL_LOCK_RETRIES="2"
         )

@@ -17,11 +17,11 @@ from conftest import (
     held_in_thread,
     holder_name,
     in_thread,
-    long_reader_of,
     make_settings,
     migration_lock_held,
     query,
     run_alembic,
+    table_lock_of,
     versions,
     wait_for_log,
 )
@@ -197,7 +197,7 @@ def test_ddl_lock_timeout_fails_the_revision_behind_a_long_reader(postgres_url, 
     ini, add = extra_revisions
     add("0003", "0002", 'op.add_column("my_table", sa.Column("note", sa.String(20)))')
 
-    with held_in_thread(long_reader_of(postgres_url)):
+    with held_in_thread(table_lock_of(postgres_url)):
         started = time.monotonic()
         server = start_server(
             DATABASE_URL=postgres_url, ALEMBIC_CONFIG=str(ini), DDL_LOCK_TIMEOUT="1", DDL_LOCK_RETRIES="0"

@@ -6,9 +6,7 @@ import subprocess
 import sys
 import time
 
-import asyncpg
-
-from conftest import held_in_thread, json_of, query, sqlite_path, upgrade_in_process
+from conftest import held_in_thread, json_of, query, sqlite_path, table_lock_of, upgrade_in_process
 
 POOL_TIMEOUT = 2.0
 # Holds the file's exclusive lock until its stdin closes; says "held" once it has it.
@@ -69,24 +67,12 @@ def test_a_locked_sqlite_file_gets_bounded_answers_that_say_busy(start_server, s
     assert server.stop() == 0, server.log
 
 
-@contextlib.asynccontextmanager
-async def table_locked(url: str):
-    """my_table held in ACCESS EXCLUSIVE mode, as a migration rewriting it would, until the block ends."""
-    connection = await asyncpg.connect(url, timeout=10)
-    try:
-        async with connection.transaction():
-            await connection.execute("LOCK TABLE my_table IN ACCESS EXCLUSIVE MODE")
-            yield
-    finally:
-        await connection.close()
-
-
 def test_a_locked_postgres_table_gets_bounded_answers_that_say_busy(start_server, postgres_url):
     server = start_server(DATABASE_URL=postgres_url, POOL_TIMEOUT=str(POOL_TIMEOUT))
     server.wait_ready()
     assert server.request("POST", "/", json.dumps({"name": "before the lock"}).encode())[0] == 201
 
-    with held_in_thread(lambda: table_locked(postgres_url)):
+    with held_in_thread(table_lock_of(postgres_url, "ACCESS EXCLUSIVE")):
         # More requests than the pool holds: none may keep a connection waiting behind the lock.
         answers = [timed(lambda: server.get("/", timeout=15)) for _ in range(3)]
         post, post_took = timed(lambda: server.request("POST", "/", b'{"name": "locked out"}', timeout=15))
