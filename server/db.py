@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL
@@ -41,6 +42,13 @@ def read_only_url(url: URL) -> URL:
     if url.get_backend_name() != "sqlite":
         return url
     return url.set(database=f"file:{url.database}", query={"mode": "ro", "uri": "true"})
+
+
+def sqlite_file(url: URL) -> Path:
+    """The file an SQLite URL opens, also in the URI form read_only_url makes of it."""
+    if url.query.get("uri") == "true":
+        return Path(url.database.removeprefix("file:"))
+    return Path(url.database)
 
 
 def _use_real_sqlite_transactions(engine: AsyncEngine) -> None:

@@ -14,6 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.db import sqlite_file
+
 VERSION_TABLE = "alembic_version"  # where a database records its revision, as Alembic names it by default
 
 _SELECT_CURRENT = text(f"SELECT version_num FROM {VERSION_TABLE}")
@@ -77,8 +79,8 @@ async def current_if_at_head(engine: AsyncEngine, alembic_ini: str) -> tuple[str
     heads = read_heads(alembic_ini)
     if heads is None:
         return None
-    if engine.dialect.name == "sqlite" and not Path(engine.url.database).exists():
-        return None  # connecting would create the file
+    if engine.dialect.name == "sqlite" and not sqlite_file(engine.url).exists():
+        return None  # connecting would create the file (a read-only one would fail)
     try:
         async with engine.connect() as connection:
             current = (await connection.execute(_SELECT_CURRENT)).scalars().all()

@@ -4,7 +4,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from conftest import is_sqlite, make_settings, query, run_async, sqlite_path, upgrade_in_process
-from server.db import make_engine
+from server.db import make_engine, read_only_url
 from server.migrations.heads import current_if_at_head, read_heads
 from server.settings import ROOT
 
@@ -45,17 +45,23 @@ def test_a_missing_ini_is_left_to_alembic(tmp_path):
 def test_current_if_at_head_agrees_with_the_migrator(database_url):
     settings = make_settings(database_url)
 
-    async def ask():
-        engine = make_engine(settings.database_url)
+    async def ask(url):
+        engine = make_engine(url)
         try:
             return await current_if_at_head(engine, settings.alembic_config)
         finally:
             await engine.dispose()
 
+    def answers():
+        # as the server asks, and as the transfer asks of its source: read-only (an SQLite URI)
+        return run_async(ask, settings.database_url), run_async(ask, read_only_url(settings.database_url))
+
     if is_sqlite(database_url):
         sqlite_path(database_url).parent.mkdir(parents=True)
-    assert run_async(ask) is None  # empty: no version table yet
+        assert answers() == (None, None)  # no file yet, and none made
+        assert not sqlite_path(database_url).exists()
+    assert answers() == (None, None)  # empty: no version table yet
     upgrade_in_process(database_url)
-    assert run_async(ask) == ("0002",)
+    assert answers() == (("0002",), ("0002",))
     query(database_url, "UPDATE alembic_version SET version_num = '0001'")
-    assert run_async(ask) is None
+    assert answers() == (None, None)
