@@ -21,6 +21,8 @@ def configure_logging(log_format: str = "text") -> None:
     # One line per request would cost more than the request; errors (4xx, 5xx) are still logged.
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.migration").addFilter(_drop_per_connection_lines)
+    # Alembic 1.17 and newer name each of its built-in plugins as they load: seven lines of every upgrade.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.getLogger().handlers[0].addFilter(EscapeControlCharacters())
 
 
