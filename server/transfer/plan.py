@@ -2,7 +2,7 @@
 
 import dataclasses
 import datetime
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from sqlalchemy import Boolean, Column, DateTime, Integer, String, Table
@@ -43,7 +43,7 @@ class Batch:
     """Consecutive rows of a table in key order: ints, bools, str, timestamps in microseconds, None."""
 
     rows: int
-    records: list[tuple]
+    records: Iterable[tuple]  # read once, by the target that writes them
     last_key: tuple  # the primary key of the last row
 
 

@@ -1,5 +1,6 @@
 """SQLite as a source (read on a thread, in one read transaction) and as a target (one BEGIN IMMEDIATE)."""
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
@@ -23,7 +24,7 @@ from server.transfer.plan import (
     quote,
 )
 from server.transfer.stream import Form, Outbox, Snapshot, TableRead, TableStart
-from server.transfer.verify import SEPARATOR, ColumnDigests, TableCheck, canonical_column
+from server.transfer.verify import SEPARATOR, ColumnDigests, TableCheck, canonical_column, canonical_text
 
 # SQLite concatenates a column faster with a literal separator, and SQL text cannot hold NUL: a rare
 # character instead, and a chunk where some value holds it is read again joined by NUL.
@@ -54,7 +55,9 @@ class SqliteSource:
         """Values whatever the form: every target takes them."""
         uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
-            with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30)) as db:
+            with contextlib.closing(
+                sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
+            ) as db:
                 db.execute("BEGIN")  # one snapshot for every table, and for the revision check
                 out.put(Snapshot(tuple(v for (v,) in db.execute("SELECT version_num FROM alembic_version"))))
                 for plan in plans:
@@ -87,7 +90,9 @@ class SqliteTarget:
         try:
             # mode=rw: the upgrade made the file; a target that vanished since must not come back empty.
             uri = self.path.resolve().as_uri() + "?mode=rw"
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT)
+            self._db = sqlite3.connect(
+                uri, uri=True, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False
+            )
             # IMMEDIATE: the write lock now, not at the first insert (see DESIGN "Known traps").
             self._db.execute("BEGIN IMMEDIATE")
             if not replace:
@@ -150,21 +155,41 @@ def _parameter(column: ColumnPlan, number: int) -> str:
 def read_chunks(
     db: sqlite3.Connection, plan: TablePlan, batch_size: int, stopped: Callable[[], bool]
 ) -> Iterator[tuple[Batch, list[bytes]]]:
-    """A table in key order, a batch at a time: its rows as transfer values, and the text its checksum covers."""
+    """A table in key order, a batch at a time: its rows as transfer values, and the text its checksum covers.
+
+    SQLite reads the next chunk on a thread of its own while this one is converted: its query lets go of
+    the GIL, and the conversion is the other half of the reader's time. The connection is used by one
+    thread at a time (opened with check_same_thread=False for that)."""
     fast, safe = _chunk_queries(plan, f"'{READ_SEPARATOR}'"), _chunk_queries(plan, "char(0)")
-    after: list = []
-    while not stopped():
+
+    def read_after(after: list) -> _Chunk:
         read = _read(db, fast, READ_SEPARATOR, after, plan, batch_size)
         if read is None:  # a value holds the separator: read this chunk again, joined by NUL
             read = _read(db, safe, SEPARATOR, after, plan, batch_size)
         if read is None:
-            raise _nul_error(db, plan)
-        if not read.count:
-            return
-        if read.separator != SEPARATOR and any(SEPARATOR in joined for joined in read.columns):
-            raise _nul_error(db, plan)
-        yield prepare(plan, read.count, [joined.split(read.separator) for joined in read.columns], read.nulls)
-        after = [read.columns[i].rpartition(read.separator)[2] for i in plan.key]
+            raise _Nul
+        if read.count and read.separator != SEPARATOR and any(SEPARATOR in joined for joined in read.columns):
+            raise _Nul
+        return read
+
+    # Leaving the block waits for a read still in flight: the caller may use the connection once we return.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-read-ahead") as ahead:
+        following = ahead.submit(read_after, [])
+        while not stopped():
+            try:
+                read = following.result()
+            except _Nul:
+                raise _nul_error(db, plan) from None
+            if not read.count:
+                return
+            after = [read.columns[i].rpartition(read.separator)[2] for i in plan.key]
+            following = ahead.submit(read_after, after)
+            yield prepare(plan, read)
+        following.cancel()
+
+
+class _Nul(Exception):
+    """A chunk holds a NUL character: found and named on the caller's thread."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +200,7 @@ class _Chunk:
     columns: list[str]
     nulls: list[list[int]]  # per column, the positions that were NULL
     separator: str
+    texts: dict[int, bytes]  # the text columns as SQLite gave them: UTF-8, the checksum's text at C speed
 
 
 def _read(
@@ -185,14 +211,21 @@ def _read(
     cursor = db.execute(following, (*after, batch_size)) if after else db.execute(first, (batch_size,))
     count, *columns = cursor.fetchone()
     width = len(plan.columns)
-    if count and any(joined.count(separator) != count - 1 for joined in columns[:width]):
+    texts = {i: columns[i] for i, c in enumerate(plan.columns) if c.kind == "text" and count}
+    encoded = separator.encode()
+    if count and any(
+        (joined.count(encoded) if i in texts else joined.count(separator)) != count - 1
+        for i, joined in enumerate(columns[:width])
+    ):
         return None
+    for i, joined in texts.items():
+        columns[i] = joined.decode()
     nulls: list[list[int]] = [[] for _ in range(width)]
     masks = iter(columns[width:])
     for i, column in enumerate(plan.columns):
         if count and column.nullable:
             nulls[i] = [position for position, flag in enumerate(next(masks)) if flag == "1"]
-    return _Chunk(count, columns[:width], nulls, separator)
+    return _Chunk(count, columns[:width], nulls, separator, texts)
 
 
 def _nul_error(db: sqlite3.Connection, plan: TablePlan) -> TransferFailed:
@@ -216,7 +249,11 @@ def _chunk_queries(plan: TablePlan, separator: str) -> tuple[str, str]:
     keys = [names[i] for i in plan.key]
     # group_concat skips NULLs, so nullable columns read '' and a mask of which ones were NULL.
     values = [f"ifnull({n}, '')" if c.nullable else n for n, c in zip(names, plan.columns, strict=True)]
-    aggregates = [f"group_concat({v}, {separator})" for v in values]
+    # Text as a BLOB: its UTF-8 bytes, which the checksum covers, without a decode to (often UCS-4) str first.
+    aggregates = [
+        f"CAST(group_concat({v}, {separator}) AS BLOB)" if c.kind == "text" else f"group_concat({v}, {separator})"
+        for v, c in zip(values, plan.columns, strict=True)
+    ]
     aggregates += [f"group_concat({n} IS NULL, '')" for n, c in zip(names, plan.columns, strict=True) if c.nullable]
     inner = f"SELECT {', '.join(names)} FROM {quote(plan.name)} {{where}} ORDER BY {', '.join(keys)} LIMIT ?"
     # Every aggregate reads the same ordered rows in one pass, so the columns stay aligned.
@@ -225,11 +262,18 @@ def _chunk_queries(plan: TablePlan, separator: str) -> tuple[str, str]:
     return outer.format(where=""), outer.format(where=where)
 
 
-def prepare(plan: TablePlan, rows: int, raw: list[list[str]], nulls: list[list[int]]) -> tuple[Batch, list[bytes]]:
+def prepare(plan: TablePlan, read: _Chunk) -> tuple[Batch, list[bytes]]:
     """Rows as transfer values, and per column the text the checksum covers."""
-    values = [convert(plan.name, c, r, n) for c, r, n in zip(plan.columns, raw, nulls, strict=True)]
-    canonical = [canonical_column(c.kind, v, bool(n)) for c, v, n in zip(plan.columns, values, nulls, strict=True)]
-    return Batch(rows, list(zip(*values, strict=True)), tuple(values[i][-1] for i in plan.key)), canonical
+    raw = [joined.split(read.separator) for joined in read.columns]
+    values = [convert(plan.name, c, r, n) for c, r, n in zip(plan.columns, raw, read.nulls, strict=True)]
+    canonical = [
+        canonical_text(read.texts[i], read.separator.encode())
+        if i in read.texts and not nulls
+        else canonical_column(column.kind, column_values, bool(nulls))
+        for i, (column, column_values, nulls) in enumerate(zip(plan.columns, values, read.nulls, strict=True))
+    ]
+    # Rows made as they are written (a tuple Python may reuse), not all at once here.
+    return Batch(read.count, zip(*values, strict=True), tuple(values[i][-1] for i in plan.key)), canonical
 
 
 _KIND_WORDS = {

@@ -22,6 +22,7 @@ from server.transfer.plan import Kind
 
 SEPARATOR = "\x00"  # PostgreSQL text cannot hold NUL, so no value that can be copied contains it
 COPY_SPECIAL = re.compile(r"[\\\x08-\x0d]")  # what COPY's text format escapes: backslash, \b \t \n \v \f \r
+COPY_SPECIAL_BYTES = re.compile(rb"[\\\x08-\x0d]")
 COPY_ESCAPES = (
     ("\\", "\\\\"),
     ("\b", "\\b"),
@@ -67,6 +68,16 @@ def canonical_column(kind: Kind, values: list, has_nulls: bool) -> bytes:
     if kind == "bool":
         text = text.replace(b"true", b"t").replace(b"false", b"f")
     return text.replace(b"null", COPY_NULL.encode()) if has_nulls else text
+
+
+def canonical_text(joined: bytes, separator: bytes) -> bytes:
+    """A column of text without NULLs, its values in UTF-8 joined by `separator`, as canonical_column writes
+    it: escaped on bytes, one byte a character where a str holding an emoji takes four (UTF-8 puts no byte
+    below 128 inside a character, so the escapes and the separator are found as they are)."""
+    if COPY_SPECIAL_BYTES.search(joined):
+        for char, escaped in COPY_ESCAPES:
+            joined = joined.replace(char.encode(), escaped.encode())
+    return joined.replace(separator, b"\n") + b"\n"
 
 
 def escape(text: str) -> str:
