@@ -37,6 +37,11 @@ LISTENING = re.compile(rb"listening on http://[^:\s]+:(\d+)")
 
 # Everything that would change the server's settings behind the benchmark's back: every declared setting.
 SERVER_VARIABLES = frozenset(ENVIRONMENT_VARIABLES)
+# The warm-up rounds leave __pycache__ behind, as an installed service has its bytecode: an environment
+# that forbids writing it (some CI images and sandboxes set this) would have every timed start compile the
+# project's modules and the revision files again. Both sides of a comparison start alike without it.
+NOT_PASSED_ON = SERVER_VARIABLES | {"PYTHONDONTWRITEBYTECODE"}
+CLEARED = "the server's variables and PYTHONDONTWRITEBYTECODE"  # for the printed commands
 
 
 class BenchError(Exception):
@@ -44,7 +49,7 @@ class BenchError(Exception):
 
 
 def clean_environ(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SERVER_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_PASSED_ON}
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 

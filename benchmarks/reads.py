@@ -52,6 +52,7 @@ from pathlib import Path
 
 import asyncpg
 from _common import (
+    CLEARED,
     DEFAULT_POSTGRES_URL,
     PYTHON,
     ROOT,
@@ -681,7 +682,7 @@ class Bench:
         db = "postgresql://…/bench_<fresh>"
         load_wrk = self.wrk_argv(LOAD_CONNECTIONS, f"{COUNTED_RUN_LIMIT:g}s", self.counting_script, MEMORY_FIRST)
         return [
-            f"  (cwd {self.workdir}; environment otherwise cleared of the server's variables)",
+            f"  (cwd {self.workdir}; environment otherwise cleared of {CLEARED})",
             f"  setup    {command_line([PYTHON, str(ROOT / 'run.py'), '--migrate=only'], {'DATABASE_URL': db})}; then"
             f" {ROWS} rows copied in with asyncpg, VACUUM ANALYZE",
             f"  project  {command_line(self.project_argv(1), {'DATABASE_URL': db})}   (and --processes=2)",

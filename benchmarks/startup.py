@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from _common import (
+    CLEARED,
     DEFAULT_POSTGRES_URL,
     PYTHON,
     ROOT,
@@ -310,7 +311,7 @@ class Bench:
         head_db = "<bench_* database at head>" if self.databases.kind == "postgresql" else "sqlite:///<file at head>"
         ini = "<tmp>/extra_revisions/alembic.ini"
         return [
-            f"  (cwd {self.workdir}; environment otherwise cleared of the server's variables)",
+            f"  (cwd {self.workdir}; environment otherwise cleared of {CLEARED})",
             f"  1. {command_line(self.project_argv(), {'DATABASE_URL': head_db})}",
             f"     {command_line([PYTHON, str(self.bare_script), '<same database, async URL>'])}",
             f"     both: {poll}",

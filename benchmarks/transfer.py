@@ -53,6 +53,7 @@ from pathlib import Path
 
 import asyncpg
 from _common import (
+    CLEARED,
     DEFAULT_POSTGRES_URL,
     PYTHON,
     ROOT,
@@ -295,7 +296,7 @@ class Bench:
             f"{', '.join(format(r, ',') for r in args.memory_rows)} for memory; made in "
             f"{time.perf_counter() - started:.1f} s"
         )
-        print("Commands (cwd a temporary directory; environment cleared of the server's variables)")
+        print(f"Commands (cwd a temporary directory; environment cleared of {CLEARED})")
         print(
             f"  transfer      {command_line(self.transfer_argv('SOURCE_URL', 'TARGET_URL'))} (PYTHONPATH=<repository>)"
         )
