@@ -219,7 +219,11 @@ def _read(
     ):
         return None
     for i, joined in texts.items():
-        columns[i] = joined.decode()
+        try:
+            columns[i] = joined.decode()
+        except UnicodeDecodeError as exc:
+            value = joined.split(encoded)[joined.count(encoded, 0, exc.start)]
+            raise _not_utf8(db, plan, plan.columns[i], value) from None
     nulls: list[list[int]] = [[] for _ in range(width)]
     masks = iter(columns[width:])
     for i, column in enumerate(plan.columns):
@@ -241,6 +245,20 @@ def _nul_error(db: sqlite3.Connection, plan: TablePlan) -> TransferFailed:
                 "which PostgreSQL cannot store"
             )
     return TransferFailed(f"source: a value in table {plan.name} holds a NUL character, which PostgreSQL cannot store")
+
+
+def _not_utf8(db: sqlite3.Connection, plan: TablePlan, column: ColumnPlan, value: bytes) -> TransferFailed:
+    """SQLite stores TEXT as it is given; text that is not UTF-8 has no faithful copy anywhere else."""
+    # Text keys as bytes: they may not be UTF-8 either.
+    keys = ", ".join(f"CAST({quote(c.name)} AS BLOB)" if c.kind == "text" else quote(c.name) for c in plan.key_columns)
+    found = db.execute(
+        f"SELECT {keys} FROM {quote(plan.name)} WHERE CAST({quote(column.name)} AS BLOB) = ?", (value,)
+    ).fetchone()
+    key = tuple(part.decode(errors="replace") if isinstance(part, bytes) else part for part in found or ("?",))
+    return TransferFailed(
+        f"source: {plan.name}.{column.name} of the row with key {key[0] if len(key) == 1 else key!r} holds text "
+        f"that is not UTF-8: {value[:60]!r}"
+    )
 
 
 def _chunk_queries(plan: TablePlan, separator: str) -> tuple[str, str]:

@@ -33,6 +33,7 @@ from conftest import (
     pg_execute,
     query,
     start_transfer,
+    stored_rows,
     transfer,
     wait_for,
 )
@@ -278,6 +279,21 @@ def test_a_value_that_cannot_be_copied_stops_with_one_line_and_nothing_written(s
     assert result.returncode == 1
     assert_one_clear_error(result.stderr, message)
     assert target_rows(postgres_url) == []
+
+
+def test_text_that_is_not_utf8_is_named_with_its_row_and_nothing_is_written(sqlite_url, tmp_path):
+    # SQLite keeps TEXT as it was given; this is what a program writing Latin-1 bytes into it leaves behind.
+    rows = [(i, "n", "2026-01-01 00:00:00") for i in range(1, 101)]
+    make_source(sqlite_url, rows)
+    with contextlib.closing(sqlite3.connect(make_url(sqlite_url).database)) as connection, connection:
+        connection.execute("UPDATE my_table SET name = CAST(x'4bf66c6e' AS TEXT) WHERE id = 70")  # 'Köln' in Latin-1
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+
+    result = transfer(sqlite_url, target)
+
+    assert result.returncode == 1
+    assert_one_clear_error(result.stderr, "source: my_table.name of the row with key 70 holds text that is not UTF-8")
+    assert stored_rows(target) == []
 
 
 @pytest.mark.postgres
