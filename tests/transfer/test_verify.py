@@ -9,7 +9,7 @@ import pytest
 from conftest import AWKWARD_NAMES, run_async
 from server.transfer.plan import MICROSECOND, PG_EPOCH
 from server.transfer.sqlite import TIMESTAMP_TEXT
-from server.transfer.verify import ColumnDigests, TableCheck, canonical_column
+from server.transfer.verify import ColumnDigests, TableCheck, canonical_column, canonical_text
 
 
 @pytest.mark.postgres
@@ -76,3 +76,13 @@ def test_a_column_with_nulls_and_one_without_hash_alike_when_they_hold_the_same(
     without.add_columns([canonical_column("text", ["a", "b\tc"], False)], 2)
     assert with_nulls.check() == without.check()
     assert with_nulls.check() != TableCheck(2, ColumnDigests(1).check().checksum)
+
+
+@pytest.mark.parametrize("separator", ["\x1f", "\x00"])
+def test_text_escaped_as_bytes_is_the_text_escaped_as_str(separator):
+    """An SQLite source hashes text as the UTF-8 bytes SQLite gives, joined by either separator it reads
+    with: the same bytes canonical_column writes from the values."""
+    names = [name for name in AWKWARD_NAMES if separator not in name]
+    names += ["tab\tnewline\nreturn\rback\\slash\x08\x0b\x0c", "", "日本\\n語"]
+    joined = separator.join(names).encode()
+    assert canonical_text(joined, separator.encode()) == canonical_column("text", names, False)
