@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import NullPool
 
-from server.db import make_engine, read_only_url
+from server.db import LOCK_NOT_AVAILABLE, make_engine, read_only_url
 from server.errors import Interrupted, Phase, RevisionFailed, ServiceError, describe, sqlstate
 from server.migrations.backup import Snapshot, snapshot_before_upgrade
 from server.migrations.connect import connect, make_migration_engine
@@ -37,7 +37,6 @@ from server.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's sqlstate for lock_timeout
 RETRY_PAUSE = 1.0  # the first pause before retrying a revision that hit lock_timeout; it doubles
 
 

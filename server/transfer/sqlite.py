@@ -233,13 +233,9 @@ def _read(
 
 
 def _nul_error(db: sqlite3.Connection, plan: TablePlan) -> TransferFailed:
-    keys = ", ".join(quote(c.name) for c in plan.key_columns)
     for column in plan.columns:
-        found = db.execute(
-            f"SELECT {keys} FROM {quote(plan.name)} WHERE instr({quote(column.name)}, char(0)) > 0"
-        ).fetchone()
-        if found:
-            key = found[0] if len(found) == 1 else found
+        key = _key_where(db, plan, f"instr({quote(column.name)}, char(0)) > 0")
+        if key is not None:
             return TransferFailed(
                 f"source: {plan.name}.{column.name} of the row with key {key!r} holds a NUL character, "
                 "which PostgreSQL cannot store"
@@ -249,16 +245,22 @@ def _nul_error(db: sqlite3.Connection, plan: TablePlan) -> TransferFailed:
 
 def _not_utf8(db: sqlite3.Connection, plan: TablePlan, column: ColumnPlan, value: bytes) -> TransferFailed:
     """SQLite stores TEXT as it is given; text that is not UTF-8 has no faithful copy anywhere else."""
-    # Text keys as bytes: they may not be UTF-8 either.
-    keys = ", ".join(f"CAST({quote(c.name)} AS BLOB)" if c.kind == "text" else quote(c.name) for c in plan.key_columns)
-    found = db.execute(
-        f"SELECT {keys} FROM {quote(plan.name)} WHERE CAST({quote(column.name)} AS BLOB) = ?", (value,)
-    ).fetchone()
-    key = tuple(part.decode(errors="replace") if isinstance(part, bytes) else part for part in found or ("?",))
+    key = _key_where(db, plan, f"CAST({quote(column.name)} AS BLOB) = ?", (value,))
     return TransferFailed(
-        f"source: {plan.name}.{column.name} of the row with key {key[0] if len(key) == 1 else key!r} holds text "
+        f"source: {plan.name}.{column.name} of the row with key {'?' if key is None else key!r} holds text "
         f"that is not UTF-8: {value[:60]!r}"
     )
+
+
+def _key_where(db: sqlite3.Connection, plan: TablePlan, condition: str, parameters: tuple = ()) -> object:
+    """The key of the first row where `condition` holds, or None: what an error names the row by."""
+    # Text keys as bytes: they may not be UTF-8 either.
+    keys = ", ".join(f"CAST({quote(c.name)} AS BLOB)" if c.kind == "text" else quote(c.name) for c in plan.key_columns)
+    found = db.execute(f"SELECT {keys} FROM {quote(plan.name)} WHERE {condition}", parameters).fetchone()
+    if found is None:
+        return None
+    key = tuple(part.decode(errors="replace") if isinstance(part, bytes) else part for part in found)
+    return key[0] if len(key) == 1 else key
 
 
 def _chunk_queries(plan: TablePlan, separator: str) -> tuple[str, str]:
