@@ -11,9 +11,11 @@ Between two PostgreSQL databases the rows never come to this process: each side 
 (postgres.checksum_query), and the figure differs from this one.
 """
 
+import binascii
 import dataclasses
 import hashlib
 import re
+import struct
 
 import orjson
 
@@ -33,6 +35,9 @@ COPY_ESCAPES = (
     ("\v", "\\v"),
 )
 COPY_NULL = "\\N"
+# A bigint PostgreSQL sent as bytea (int8send, timestamptz_send), in COPY's text format: \\x and 16 hex digits.
+SENT_PREFIX = b"\\\\x"
+SENT_WIDTH = len(SENT_PREFIX) + 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +85,20 @@ def canonical_text(joined: bytes, separator: bytes) -> bytes:
     return joined.replace(separator, b"\n") + b"\n"
 
 
+def canonical_sent(fields: list[bytes]) -> bytes:
+    """A column of 64-bit integers as PostgreSQL sent them (bytea, big-endian) written as canonical_column
+    writes integers: decoded all at once, where a conversion per value would cost a Python call each."""
+    joined = b"".join(fields)
+    if len(joined) != SENT_WIDTH * len(fields) or joined.count(SENT_PREFIX) != len(fields):  # a NULL among them
+        values = [
+            None if f == COPY_NULL.encode() else int.from_bytes(binascii.a2b_hex(f[3:]), "big", signed=True)
+            for f in fields
+        ]
+        return canonical_column("int", values, None in values)
+    raw = binascii.a2b_hex(joined.replace(SENT_PREFIX, b""))
+    return canonical_column("int", struct.unpack(f">{len(fields)}q", raw), False)
+
+
 def escape(text: str) -> str:
     for char, escaped in COPY_ESCAPES:
         text = text.replace(char, escaped)
@@ -108,8 +127,9 @@ class ColumnDigests:
             [canonical_column(k, list(c), None in c) for k, c in zip(kinds, columns, strict=True)], len(records)
         )
 
-    def add_copy_text(self, data: bytes) -> None:
-        """A piece of a COPY ... TO STDOUT stream (text format): split into columns at C speed."""
+    def add_copy_text(self, data: bytes, sent: frozenset[int] = frozenset()) -> None:
+        """A piece of a COPY ... TO STDOUT stream (text format): split into columns at C speed. The columns
+        in `sent` hold 64-bit integers in their binary form (see canonical_sent)."""
         data = self._partial + data
         end = data.rfind(b"\n") + 1
         self._partial = data[end:]
@@ -118,7 +138,11 @@ class ColumnDigests:
         # Inside a value tab and newline are escaped, so the raw ones are the only separators.
         fields = data[:end].replace(b"\n", b"\t").split(b"\t")[:-1]
         width = len(self.columns)
-        self.add_columns([b"\n".join(fields[i::width]) + b"\n" for i in range(width)], len(fields) // width)
+        columns = [fields[i::width] for i in range(width)]
+        self.add_columns(
+            [canonical_sent(c) if i in sent else b"\n".join(c) + b"\n" for i, c in enumerate(columns)],
+            len(fields) // width,
+        )
 
     def check(self) -> TableCheck:
         if self._partial:

@@ -54,6 +54,54 @@ def test_both_sides_of_the_checksum_write_the_same_text(postgres_url):
     assert source.rows == len(names)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("with_nulls", [False, True])
+def test_timestamps_read_back_in_their_binary_form_hash_as_microseconds(postgres_url, with_nulls):
+    """The target reads timestamps back as timestamptz_send/timestamp_send (bytea in COPY text): the digest
+    is the one of their microseconds since 2000, at the edges of the range, before 2000 and with NULLs."""
+    moments = [
+        datetime.datetime(1, 1, 1, tzinfo=datetime.UTC),
+        datetime.datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=datetime.UTC),
+        datetime.datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=datetime.UTC),
+        PG_EPOCH,
+        datetime.datetime(2026, 11, 30, 22, 53, 0, 1, tzinfo=datetime.UTC),
+        datetime.datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=datetime.UTC),
+    ]
+    values = [None if with_nulls and i % 2 else m for i, m in enumerate(moments * 50)]
+
+    async def copy_text() -> bytes:
+        connection = await asyncpg.connect(postgres_url, timeout=10)
+        try:
+            await connection.execute("CREATE TEMP TABLE t (i int, aware timestamptz, naive timestamp)")
+            # As text: asyncpg's own codec sends datetime.min and .max as -infinity and infinity.
+            await connection.executemany(
+                "INSERT INTO t VALUES ($1, $2::text::timestamptz, $2::text::timestamptz AT TIME ZONE 'UTC')",
+                [(i, m and m.isoformat()) for i, m in enumerate(values)],
+            )
+            pieces = []
+
+            async def take(data):
+                pieces.append(data)
+
+            await connection.copy_from_query(
+                "SELECT timestamptz_send(aware), timestamp_send(naive) FROM t ORDER BY i", output=take
+            )
+            return b"".join(pieces)
+        finally:
+            await connection.close()
+
+    text = run_async(copy_text)
+    target = ColumnDigests(2)
+    for start in range(0, len(text), 7):
+        target.add_copy_text(text[start : start + 7], sent=frozenset({0, 1}))
+    micros = [None if m is None else (m - PG_EPOCH) // MICROSECOND for m in values]
+    source = ColumnDigests(2)
+    column = canonical_column("timestamptz", micros, with_nulls)
+    source.add_columns([column, column], len(values))
+    assert (source.rows, source.check()) == (target.rows, target.check())
+    assert min(m for m in micros if m is not None) < 0 < max(m for m in micros if m is not None)  # both signs
+
+
 def test_sqlite_writes_a_timestamp_as_sqlalchemy_does_at_the_edges():
     """Microseconds since 2000 turned into SQLite text in SQL: the moments the transfer must not move."""
     moments = ["0001-01-01 00:00:00.000000", "1969-12-31 23:59:59.999999", "1999-12-31 23:59:59.999999"]
