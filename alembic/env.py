@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from server.migrations import VERSION_TABLE, context_options, run_online
-from server.models import Base
+from server.models import metadata
 from server.settings import load_settings
 
 # this is the Alembic Config object, which provides
@@ -15,7 +15,7 @@ config = context.config
 if config.config_file_name is not None and "handed_over" not in config.attributes:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run_migrations_offline() -> None:

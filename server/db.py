@@ -1,18 +1,23 @@
 """The engine and the one session factory the handlers share."""
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from server.errors import DatabaseBusy, sqlstate
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 # asyncpg would otherwise wait 60 s for a host that accepts TCP and never answers.
 CONNECT_TIMEOUT = 10.0
@@ -26,6 +31,10 @@ WRITES = {"sqlite_begin": "BEGIN IMMEDIATE"}
 
 def make_engine(url: URL, **engine_options) -> AsyncEngine:
     """An async engine for a normalised URL; SQLite gets real transactions (DDL included)."""
+    # Imported here: SQLAlchemy's asyncio extension brings its ORM along, a tenth of a second the transfer
+    # (which imports this module for its timeouts and URLs, and talks to its drivers directly) does not need.
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     # Each driver's timeout unless the caller gives its own. sqlite3's is its busy timeout: wait for another
     # process's write lock instead of failing at once with "database is locked".
     timeout = CONNECT_TIMEOUT if url.get_backend_name() == "postgresql" else SQLITE_BUSY_TIMEOUT
@@ -92,7 +101,7 @@ def make_serving_engine(settings: Settings) -> AsyncEngine:
     return make_engine(settings.database_url, **options)
 
 
-def make_session_factory(engine: AsyncEngine, settings: Settings) -> "SessionFactory":
+def make_session_factory(engine: AsyncEngine, settings: Settings) -> SessionFactory:
     """The one session factory every handler receives."""
     width = settings.pool_size + settings.pool_max_overflow
     return SessionFactory(engine, width, settings.pool_timeout)
@@ -107,6 +116,8 @@ class SessionFactory:
     """
 
     def __init__(self, engine: AsyncEngine, width: int, timeout: float):
+        from sqlalchemy.ext.asyncio import async_sessionmaker  # see make_engine
+
         self.engine = engine
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
         self.gate = asyncio.Semaphore(width)  # FIFO: it wakes its waiters in the order they came

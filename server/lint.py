@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 from server.errors import ServiceError
 from server.migrations.lint import DIALECTS, lint_revisions, refusal
 from server.migrations.status import read_status
-from server.models import Base
+from server.models import metadata
 from server.settings import SettingsError, load_settings
 
 
@@ -70,7 +70,7 @@ def main(argv) -> int:
     script_directory = ScriptDirectory.from_config(Config(settings.alembic_config))
     if options.all:
         # Without a database op.get_bind() reads from the schema at head, in an in-memory SQLite.
-        findings = lint_revisions(oldest_first(script_directory), dialect, each_alone=True, metadata=Base.metadata)
+        findings = lint_revisions(oldest_first(script_directory), dialect, each_alone=True, metadata=metadata)
     else:
         try:
             findings = lint_pending(script_directory, settings, dialect)

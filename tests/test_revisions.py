@@ -24,7 +24,7 @@ from server.db import make_engine
 from server.migrations import VERSION_TABLE, make_alembic_config
 from server.migrations.lint import DIALECTS, lint_revisions, refusal
 from server.migrations.upgrade import HandedOver, locked_session
-from server.models import Base
+from server.models import metadata
 from server.settings import ROOT, normalize_database_url
 
 SCRIPT = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
@@ -212,7 +212,7 @@ def test_base_to_head_in_one_go_applies_every_revision_in_order(database_url):
 @pytest.mark.parametrize("revision", REVISIONS, ids=REVISION_IDS)
 def test_revision_passes_the_lint(revision, dialect):
     """Judged as if deployed alone, as `python -m server.lint --all` in CI: no unaccepted error."""
-    findings = lint_revisions([revision], dialect, each_alone=True, metadata=Base.metadata)
+    findings = lint_revisions([revision], dialect, each_alone=True, metadata=metadata)
     assert refusal(findings) is None, "\n".join(map(str, findings))
 
 
@@ -261,9 +261,9 @@ def test_models_match_the_schema_at_head(database_url):
 
     def compare(connection):
         context = MigrationContext.configure(
-            connection, opts={"version_table": VERSION_TABLE, "target_metadata": Base.metadata}
+            connection, opts={"version_table": VERSION_TABLE, "target_metadata": metadata}
         )
-        return compare_metadata(context, Base.metadata)
+        return compare_metadata(context, metadata)
 
     diff = on_connection(database_url, compare)
     assert not diff, (
@@ -342,9 +342,9 @@ def is_generated_key(table: sa.Table, column: sa.Column) -> bool:
 
 
 def reflect(connection: sa.Connection) -> sa.MetaData:
-    metadata = sa.MetaData()
-    metadata.reflect(connection)
-    return metadata
+    reflected = sa.MetaData()
+    reflected.reflect(connection)
+    return reflected
 
 
 def write_sample_rows(connection: sa.Connection) -> dict[str, list[dict]]:

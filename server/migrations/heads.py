@@ -5,16 +5,22 @@ Alembic's ScriptDirectory imports every revision module (and Alembic's runtime w
 (branch labels, depends_on, an unusual file) answers None, and the caller asks Alembic.
 """
 
+from __future__ import annotations
+
 import ast
 import configparser
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import sqlite_file
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 VERSION_TABLE = "alembic_version"  # where a database records its revision, as Alembic names it by default
 
@@ -86,4 +92,9 @@ async def current_if_at_head(engine: AsyncEngine, alembic_ini: str) -> tuple[str
             current = (await connection.execute(_SELECT_CURRENT)).scalars().all()
     except (OSError, TimeoutError, DBAPIError):
         return None
+    return if_heads(current, heads)
+
+
+def if_heads(current: Sequence[str], heads: frozenset[str]) -> tuple[str, ...] | None:
+    """The database's revisions if they are exactly the heads, else None."""
     return tuple(current) if set(current) == heads and len(current) == len(heads) else None

@@ -12,19 +12,18 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
 
-from server.db import make_engine, read_only_url
 from server.errors import EXIT_FAILED, EXIT_OK, ServiceError, TransferFailed, describe
 from server.logs import configure_logging
-from server.migrations.heads import current_if_at_head
-from server.models import Base
+from server.migrations.heads import if_heads, read_heads
+from server.models import metadata
 from server.settings import Settings, SettingsError, load_settings
+from server.transfer import postgres, sqlite
 from server.transfer.plan import TablePlan, make_plans
 from server.transfer.postgres import PostgresSource, PostgresTarget
 from server.transfer.sqlite import SqliteSource, SqliteTarget
@@ -40,11 +39,16 @@ DEFAULT_BATCH_SIZE = 5_000
 PROGRESS_EVERY = 2.0  # seconds between progress log lines when stderr is not a terminal
 PASSWORD_IN_URL = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
 
-# Each dialect: how to read it, how to write it. A third database is one module and one line here.
+# Each dialect: how to read it, how to write it, which revisions it records. A third database is one
+# module and a line in each here.
 SOURCES: dict[str, Callable[[Settings], Source]] = {"sqlite": SqliteSource, "postgresql": PostgresSource}
 TARGETS: dict[str, Callable[[Settings, Callable[[], None]], Target]] = {
     "sqlite": SqliteTarget,
     "postgresql": lambda settings, _stop_here: PostgresTarget(settings),
+}
+VERSIONS: dict[str, Callable[[Settings], Awaitable[list[str] | None]]] = {
+    "sqlite": sqlite.read_versions,
+    "postgresql": postgres.read_versions,
 }
 
 
@@ -151,17 +155,14 @@ class Transfer:
         self.target = TARGETS[target.database_url.get_backend_name()](target, interrupt.stop_here)
         self.replace, self.batch_size, self.bar = replace, batch_size, bar
         self.interrupt = interrupt
-        self.plans = make_plans(Base.metadata.sorted_tables)
+        self.plans = make_plans(metadata.sorted_tables)
         self.figures: list[TableFigures] = []
         self.copying = False  # the target's transaction has begun
 
     async def run(self) -> None:
         self.source.check_reachable()
         # Most often both are at head already: one query each, at once, and Alembic is never loaded.
-        source_at, target_at = await asyncio.gather(
-            at_head(read_only_url(self.source_settings.database_url), self.source_settings),
-            at_head(self.target_settings.database_url, self.target_settings),
-        )
+        source_at, target_at = await asyncio.gather(at_head(self.source_settings), at_head(self.target_settings))
         heads = source_at or await self._source_at_head()
         if target_at is None:
             await self._target_to_head()
@@ -252,14 +253,15 @@ class Transfer:
             raise TransferFailed(f"{side}: {describe(exc, settings.database_url)}") from None
 
 
-async def at_head(url: URL, settings: Settings) -> tuple[str, ...] | None:
+async def at_head(settings: Settings) -> tuple[str, ...] | None:
     """The database's revisions if they are the heads; None for anything else, which the migrator then
-    looks at closer (waiting for the database, wording what is wrong)."""
-    engine = make_engine(url, poolclass=NullPool)
-    try:
-        return await current_if_at_head(engine, settings.alembic_config)
-    finally:
-        await engine.dispose()
+    looks at closer (waiting for the database, wording what is wrong). Through the transfer's own drivers:
+    SQLAlchemy's async engine would cost more to import and set up than the whole check."""
+    heads = read_heads(settings.alembic_config)
+    if heads is None:
+        return None
+    current = await VERSIONS[settings.database_url.get_backend_name()](settings)
+    return None if current is None else if_heads(current, heads)
 
 
 def check_urls(source: URL, target: URL) -> None:

@@ -13,6 +13,7 @@ import asyncpg
 
 from server.db import CONNECT_TIMEOUT
 from server.errors import TransferFailed, describe
+from server.migrations.heads import VERSION_TABLE
 from server.settings import Settings
 from server.transfer.plan import PG_EPOCH_SECONDS_SINCE_1970, Batch, ColumnPlan, TablePlan, quote
 from server.transfer.stream import CopyChunk, Form, Outbox, Snapshot, TableRead, TableStart
@@ -23,6 +24,20 @@ log = logging.getLogger("server.transfer")
 PART_ROWS = 100_000  # rows per COPY before that part is read back (see PostgresTarget.copy)
 PG_TIMESTAMP = struct.Struct("!q")  # PostgreSQL's binary timestamp: microseconds since 2000-01-01, big-endian
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+async def read_versions(settings: Settings) -> list[str] | None:
+    """The revisions the database records; None if it does not answer or records none."""
+    try:
+        connection = await asyncpg.connect(dsn(settings), timeout=CONNECT_TIMEOUT)
+    except DRIVER_ERRORS:
+        return None
+    try:
+        return [version for (version,) in await connection.fetch(f"SELECT version_num FROM {VERSION_TABLE}")]
+    except DRIVER_ERRORS:
+        return None
+    finally:
+        connection.terminate()  # it only read
 
 
 class PostgresSource:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from server.db import SQLITE_BUSY_TIMEOUT
 from server.errors import TransferFailed, describe
+from server.migrations.heads import VERSION_TABLE
 from server.settings import Settings
 from server.transfer.plan import (
     MICROSECOND,
@@ -35,6 +36,19 @@ READ_BACK_ROWS = 5_000  # rows per read when a target checks what it wrote
 _MICROS = "((({v} % 1000000) + 1000000) % 1000000)"  # the fraction, also before 1970 (% keeps the sign)
 _SECONDS = f"(({{v}} - {_MICROS}) / 1000000 + {PG_EPOCH_SECONDS_SINCE_1970})"
 TIMESTAMP_TEXT = f"strftime('%Y-%m-%d %H:%M:%S', {_SECONDS}, 'unixepoch') || printf('.%06d', {_MICROS})"
+
+
+async def read_versions(settings: Settings) -> list[str] | None:
+    """The revisions the file records, read without changing it; None if there is no file or no record."""
+    path = Path(settings.database_url.database)
+    if not path.is_file():
+        return None
+    try:
+        uri = path.resolve().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT)) as db:
+            return [version for (version,) in db.execute(f"SELECT version_num FROM {VERSION_TABLE}")]
+    except sqlite3.Error:
+        return None
 
 
 class SqliteSource:

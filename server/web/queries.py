@@ -7,10 +7,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.db import WRITES
 from server.errors import DatabaseBusy, DatabaseUnavailable
-from server.models import MyTable
+from server.models import my_table
 
-my_table = MyTable.__table__
-COLUMNS = tuple(column.name for column in my_table.c)  # zipped with plain rows: far cheaper than row mappings
+# Zipped with plain rows: far cheaper than row mappings. As plain str: a Core column's name is a str subclass
+# (quoted_name), which orjson does not take as a key.
+COLUMNS = tuple(str(column.name) for column in my_table.c)
 # Built once: SQLAlchemy then finds the compiled statement in its cache, and asyncpg its prepared one.
 SELECT_PAGE = (
     select(my_table).where(my_table.c.id > bindparam("after")).order_by(my_table.c.id).limit(bindparam("limit"))

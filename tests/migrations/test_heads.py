@@ -7,6 +7,7 @@ from conftest import is_sqlite, make_settings, query, run_async, sqlite_path, up
 from server.db import make_engine, read_only_url
 from server.migrations.heads import current_if_at_head, read_heads
 from server.settings import ROOT
+from server.transfer.command import at_head as transfer_at_head
 
 
 def alembic_heads(ini) -> frozenset[str]:
@@ -53,15 +54,26 @@ def test_current_if_at_head_agrees_with_the_migrator(database_url):
             await engine.dispose()
 
     def answers():
-        # as the server asks, and as the transfer asks of its source: read-only (an SQLite URI)
-        return run_async(ask, settings.database_url), run_async(ask, read_only_url(settings.database_url))
+        # as the server asks, through a read-only URL (an SQLite URI), and as the transfer asks with its
+        # own drivers
+        return (
+            run_async(ask, settings.database_url),
+            run_async(ask, read_only_url(settings.database_url)),
+            run_async(transfer_at_head, settings),
+        )
 
     if is_sqlite(database_url):
         sqlite_path(database_url).parent.mkdir(parents=True)
-        assert answers() == (None, None)  # no file yet, and none made
+        assert answers() == (None, None, None)  # no file yet, and none made
         assert not sqlite_path(database_url).exists()
-    assert answers() == (None, None)  # empty: no version table yet
+    assert answers() == (None, None, None)  # empty: no version table yet
     upgrade_in_process(database_url)
-    assert answers() == (("0002",), ("0002",))
+    assert answers() == (("0002",), ("0002",), ("0002",))
     query(database_url, "UPDATE alembic_version SET version_num = '0001'")
-    assert answers() == (None, None)
+    assert answers() == (None, None, None)
+
+
+def test_the_transfer_leaves_an_unreachable_database_to_the_migrator():
+    """Nothing listens on port 1: no answer, so None (the migrator then waits and words the error)."""
+    settings = make_settings("postgresql+asyncpg://postgres@127.0.0.1:1/test")
+    assert run_async(transfer_at_head, settings) is None

@@ -19,7 +19,7 @@ from server.migrations.lint.capture import (
     is_read,
     sqlite_batch_copies_table,
 )
-from server.models import Base
+from server.models import metadata
 from server.settings import ROOT
 
 SHIPPED = {"0001", "0002"}
@@ -99,7 +99,7 @@ def pending(ini) -> list:
 
 
 def lint(ini, dialect="postgresql", **options):
-    return lint_revisions(pending(ini), dialect, metadata=Base.metadata, **options)
+    return lint_revisions(pending(ini), dialect, metadata=metadata, **options)
 
 
 def unaccepted(findings) -> set[str]:

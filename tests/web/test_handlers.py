@@ -16,7 +16,7 @@ from tornado.testing import bind_unused_port
 from conftest import make_settings
 from server.db import make_engine, make_session_factory
 from server.errors import Phase
-from server.models import MyTable
+from server.models import my_table
 from server.web.app import make_app
 from server.web.state import ServiceState
 
@@ -106,7 +106,7 @@ async def get_page(http_client, base_url: str, query: str = "") -> dict:
 async def insert_rows(engine, count: int) -> None:
     """Rows straight into the table, for pages larger than POSTing one by one would make quick."""
     async with engine.begin() as connection:
-        await connection.execute(insert(MyTable.__table__), [{"name": f"row {i}"} for i in range(count)])
+        await connection.execute(insert(my_table), [{"name": f"row {i}"} for i in range(count)])
 
 
 # --- reading and writing rows ------------------------------------------------------------------------
