@@ -6,8 +6,10 @@ import sqlite3
 import asyncpg
 import pytest
 
-from conftest import AWKWARD_NAMES, run_async
-from server.transfer.plan import MICROSECOND, PG_EPOCH
+from conftest import AWKWARD_NAMES, make_source, run_async
+from server.models import metadata
+from server.transfer.plan import MICROSECOND, PG_EPOCH, make_plans
+from server.transfer.postgres import checksum_query, table_check
 from server.transfer.sqlite import TIMESTAMP_TEXT
 from server.transfer.verify import ColumnDigests, TableCheck, canonical_column, canonical_text
 
@@ -100,6 +102,41 @@ def test_timestamps_read_back_in_their_binary_form_hash_as_microseconds(postgres
     source.add_columns([column, column], len(values))
     assert (source.rows, source.check()) == (target.rows, target.check())
     assert min(m for m in micros if m is not None) < 0 < max(m for m in micros if m is not None)  # both signs
+
+
+@pytest.mark.postgres
+def test_postgres_own_check_sees_one_microsecond_and_a_swap_but_not_the_order_of_insertion(postgres_url):
+    """Between two PostgreSQL databases each side runs checksum_query where the rows lie: any one value
+    changed (a timestamp by a microsecond, at the edges too) or two values swapped between rows changes it."""
+    make_source(postgres_url)
+    query = checksum_query(make_plans(metadata.sorted_tables)[0])
+    rows = [
+        (1, "a", "0001-01-01 00:00:00+00"),
+        (2, "b", "2026-11-30 23:00:00.000001+00"),
+        (3, "c", "9999-12-31 23:59:59.999999+00"),
+    ]
+
+    async def figure(rows) -> TableCheck:
+        connection = await asyncpg.connect(postgres_url, timeout=10)
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            await connection.executemany("INSERT INTO my_table VALUES ($1, $2, $3::text::timestamptz)", rows)
+            return table_check(await connection.fetch(query))
+        finally:
+            await transaction.rollback()
+            await connection.close()
+
+    def changed(index: int, moment: str) -> list[tuple]:
+        return [(i, n, moment if i == index else m) for i, n, m in rows]
+
+    original = run_async(figure, rows)
+    assert original.rows == 3
+    assert run_async(figure, list(reversed(rows))) == original
+    assert run_async(figure, changed(2, "2026-11-30 23:00:00.000002+00")) != original
+    assert run_async(figure, changed(1, "0001-01-01 00:00:00.000001+00")) != original
+    assert run_async(figure, changed(3, "9999-12-31 23:59:59.999998+00")) != original
+    assert run_async(figure, [(1, "b", rows[0][2]), (2, "a", rows[1][2]), rows[2]]) != original
 
 
 def test_sqlite_writes_a_timestamp_as_sqlalchemy_does_at_the_edges():
