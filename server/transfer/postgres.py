@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import struct
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -22,7 +21,6 @@ from server.transfer.verify import ColumnDigests, TableCheck
 log = logging.getLogger("server.transfer")
 
 PART_ROWS = 100_000  # rows per COPY before that part is read back (see PostgresTarget.copy)
-PG_TIMESTAMP = struct.Struct("!q")  # PostgreSQL's binary timestamp: microseconds since 2000-01-01, big-endian
 DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
@@ -128,12 +126,11 @@ class PostgresTarget:
 
     async def begin(self, plans: list[TablePlan], replace: bool) -> None:
         self._connection = connection = await connect(self.settings, "target")
-        # Timestamps travel as microsecond counts, packed as PostgreSQL's binary COPY takes them (asyncpg's
-        # own codec would convert every datetime to UTC).
+        # Timestamps travel as microsecond counts since 2000-01-01, which is what a binary timestamp is on the
+        # wire: asyncpg packs them with its own int8 codec, in C (a Python encoder would be a call per value,
+        # and asyncpg's datetime codec would convert every value to UTC first).
         for type_name in ("timestamptz", "timestamp"):
-            await connection.set_type_codec(
-                type_name, schema="pg_catalog", encoder=PG_TIMESTAMP.pack, decoder=PG_TIMESTAMP.unpack, format="binary"
-            )
+            await connection.set_builtin_type_codec(type_name, schema="pg_catalog", codec_name="int8")
         with self._errors():
             await connection.execute("BEGIN")
             names = ", ".join(quote(p.name) for p in plans)
