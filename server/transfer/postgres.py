@@ -27,8 +27,8 @@ DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, Timeout
 async def read_versions(settings: Settings) -> list[str] | None:
     """The revisions the database records; None if it does not answer or records none."""
     try:
-        connection = await asyncpg.connect(dsn(settings), timeout=CONNECT_TIMEOUT)
-    except DRIVER_ERRORS:
+        connection = await connect(settings, "head check")
+    except TransferFailed:  # unreachable: the migrator waits for it and says why
         return None
     try:
         return [version for (version,) in await connection.fetch(f"SELECT version_num FROM {VERSION_TABLE}")]

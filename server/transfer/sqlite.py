@@ -38,15 +38,23 @@ _SECONDS = f"(({{v}} - {_MICROS}) / 1000000 + {PG_EPOCH_SECONDS_SINCE_1970})"
 TIMESTAMP_TEXT = f"strftime('%Y-%m-%d %H:%M:%S', {_SECONDS}, 'unixepoch') || printf('.%06d', {_MICROS})"
 
 
+_SELECT_VERSIONS = f"SELECT version_num FROM {VERSION_TABLE}"
+
+
+def _open(path: Path, mode: str, **options) -> sqlite3.Connection:
+    """The file by URI, so that `mode` holds: ro never writes, rw never creates. Waits for a writer's lock
+    up to SQLITE_BUSY_TIMEOUT."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True, timeout=SQLITE_BUSY_TIMEOUT, **options)
+
+
 async def read_versions(settings: Settings) -> list[str] | None:
     """The revisions the file records, read without changing it; None if there is no file or no record."""
     path = Path(settings.database_url.database)
     if not path.is_file():
         return None
     try:
-        uri = path.resolve().as_uri() + "?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT)) as db:
-            return [version for (version,) in db.execute(f"SELECT version_num FROM {VERSION_TABLE}")]
+        with contextlib.closing(_open(path, "ro")) as db:
+            return [version for (version,) in db.execute(_SELECT_VERSIONS)]
     except sqlite3.Error:
         return None
 
@@ -67,13 +75,10 @@ class SqliteSource:
 
     def read(self, plans: list[TablePlan], batch_size: int, form: Form, out: Outbox) -> None:
         """Values whatever the form: every target takes them."""
-        uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
-            with contextlib.closing(
-                sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30, check_same_thread=False)
-            ) as db:
+            with contextlib.closing(_open(self.path, "ro", isolation_level=None, check_same_thread=False)) as db:
                 db.execute("BEGIN")  # one snapshot for every table, and for the revision check
-                out.put(Snapshot(tuple(v for (v,) in db.execute("SELECT version_num FROM alembic_version"))))
+                out.put(Snapshot(tuple(v for (v,) in db.execute(_SELECT_VERSIONS))))
                 for plan in plans:
                     out.put(TableStart(db.execute(f"SELECT count(*) FROM {quote(plan.name)}").fetchone()[0]))
                     digests = ColumnDigests(len(plan.columns))  # hashed here: it lets go of the GIL meanwhile
@@ -103,10 +108,7 @@ class SqliteTarget:
     async def begin(self, plans: list[TablePlan], replace: bool) -> None:
         try:
             # mode=rw: the upgrade made the file; a target that vanished since must not come back empty.
-            uri = self.path.resolve().as_uri() + "?mode=rw"
-            self._db = sqlite3.connect(
-                uri, uri=True, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False
-            )
+            self._db = _open(self.path, "rw", isolation_level=None, check_same_thread=False)
             # IMMEDIATE: the write lock now, not at the first insert (see DESIGN "Known traps").
             self._db.execute("BEGIN IMMEDIATE")
             if not replace:

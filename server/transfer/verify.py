@@ -92,7 +92,9 @@ def canonical_sent(fields: list[bytes]) -> bytes:
     joined = b"".join(fields)
     if len(joined) != SENT_WIDTH * len(fields) or joined.count(SENT_PREFIX) != len(fields):  # a NULL among them
         values = [
-            None if f == COPY_NULL.encode() else int.from_bytes(binascii.a2b_hex(f[3:]), "big", signed=True)
+            None
+            if f == COPY_NULL.encode()
+            else int.from_bytes(binascii.a2b_hex(f[len(SENT_PREFIX) :]), "big", signed=True)
             for f in fields
         ]
         return canonical_column("int", values, None in values)

@@ -20,28 +20,14 @@ def test_both_sides_of_the_checksum_write_the_same_text(postgres_url):
     names = list(AWKWARD_NAMES)
     moments = [None if i % 3 else (i * 1_000_003,) for i in range(len(names))]
 
-    async def copy_text() -> bytes:
-        connection = await asyncpg.connect(postgres_url, timeout=10)
-        try:
-            await connection.execute("CREATE TEMP TABLE t (i int, n text, m bigint, b bool)")
-            await connection.executemany(
-                "INSERT INTO t VALUES ($1, $2, $3, $4)",
-                [(i, n, m and m[0], i % 2 == 0) for i, (n, m) in enumerate(zip(names, moments, strict=True))],
-            )
-            pieces = []
-
-            async def take(data):
-                pieces.append(data)
-
-            await connection.copy_from_query("SELECT i, n, m, b FROM t ORDER BY i", output=take)
-            return b"".join(pieces)
-        finally:
-            await connection.close()
-
-    text = run_async(copy_text)
-    target = ColumnDigests(4)
-    for start in range(0, len(text), 7):
-        target.add_copy_text(text[start : start + 7])
+    text = copy_text(
+        postgres_url,
+        "t (i int, n text, m bigint, b bool)",
+        "INSERT INTO t VALUES ($1, $2, $3, $4)",
+        [(i, n, m and m[0], i % 2 == 0) for i, (n, m) in enumerate(zip(names, moments, strict=True))],
+        "SELECT i, n, m, b FROM t ORDER BY i",
+    )
+    target = digests_in_pieces(text, 4)
     source = ColumnDigests(4)
     source.add_columns(
         [
@@ -71,31 +57,15 @@ def test_timestamps_read_back_in_their_binary_form_hash_as_microseconds(postgres
     ]
     values = [None if with_nulls and i % 2 else m for i, m in enumerate(moments * 50)]
 
-    async def copy_text() -> bytes:
-        connection = await asyncpg.connect(postgres_url, timeout=10)
-        try:
-            await connection.execute("CREATE TEMP TABLE t (i int, aware timestamptz, naive timestamp)")
-            # As text: asyncpg's own codec sends datetime.min and .max as -infinity and infinity.
-            await connection.executemany(
-                "INSERT INTO t VALUES ($1, $2::text::timestamptz, $2::text::timestamptz AT TIME ZONE 'UTC')",
-                [(i, m and m.isoformat()) for i, m in enumerate(values)],
-            )
-            pieces = []
-
-            async def take(data):
-                pieces.append(data)
-
-            await connection.copy_from_query(
-                "SELECT timestamptz_send(aware), timestamp_send(naive) FROM t ORDER BY i", output=take
-            )
-            return b"".join(pieces)
-        finally:
-            await connection.close()
-
-    text = run_async(copy_text)
-    target = ColumnDigests(2)
-    for start in range(0, len(text), 7):
-        target.add_copy_text(text[start : start + 7], sent=frozenset({0, 1}))
+    text = copy_text(
+        postgres_url,
+        "t (i int, aware timestamptz, naive timestamp)",
+        # As text: asyncpg's own codec sends datetime.min and .max as -infinity and infinity.
+        "INSERT INTO t VALUES ($1, $2::text::timestamptz, $2::text::timestamptz AT TIME ZONE 'UTC')",
+        [(i, m and m.isoformat()) for i, m in enumerate(values)],
+        "SELECT timestamptz_send(aware), timestamp_send(naive) FROM t ORDER BY i",
+    )
+    target = digests_in_pieces(text, 2, sent=frozenset({0, 1}))
     micros = [None if m is None else (m - PG_EPOCH) // MICROSECOND for m in values]
     source = ColumnDigests(2)
     column = canonical_column("timestamptz", micros, with_nulls)
@@ -171,3 +141,32 @@ def test_text_escaped_as_bytes_is_the_text_escaped_as_str(separator):
     names += ["tab\tnewline\nreturn\rback\\slash\x08\x0b\x0c", "", "日本\\n語"]
     joined = separator.join(names).encode()
     assert canonical_text(joined, separator.encode()) == canonical_column("text", names, False)
+
+
+def copy_text(postgres_url: str, table: str, insert: str, rows: list[tuple], query: str) -> bytes:
+    """PostgreSQL's COPY text of `query` over a temporary table filled with `rows`."""
+
+    async def run() -> bytes:
+        connection = await asyncpg.connect(postgres_url, timeout=10)
+        try:
+            await connection.execute(f"CREATE TEMP TABLE {table}")
+            await connection.executemany(insert, rows)
+            pieces = []
+
+            async def take(data):
+                pieces.append(data)
+
+            await connection.copy_from_query(query, output=take)
+            return b"".join(pieces)
+        finally:
+            await connection.close()
+
+    return run_async(run)
+
+
+def digests_in_pieces(text: bytes, width: int, sent: frozenset[int] = frozenset()) -> ColumnDigests:
+    """COPY text hashed as it streams in, cut every 7 bytes: rows and values split anywhere."""
+    digests = ColumnDigests(width)
+    for start in range(0, len(text), 7):
+        digests.add_copy_text(text[start : start + 7], sent)
+    return digests
