@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,13 +51,15 @@ def read_only_url(url: URL) -> URL:
     """The URL to look at a database with, changing nothing: an SQLite file opened read-only."""
     if url.get_backend_name() != "sqlite":
         return url
-    return url.set(database=f"file:{url.database}", query={"mode": "ro", "uri": "true"})
+    # Percent-encoded: in a URI, a '#' or '?' in the path would end the file's name there, and the
+    # mode=ro after it would be lost (SQLite then created the shorter name's file, read-write).
+    return url.set(database=f"file:{urllib.parse.quote(url.database)}", query={"mode": "ro", "uri": "true"})
 
 
 def sqlite_file(url: URL) -> Path:
     """The file an SQLite URL opens, also in the URI form read_only_url makes of it."""
     if url.query.get("uri") == "true":
-        return Path(url.database.removeprefix("file:"))
+        return Path(urllib.parse.unquote(url.database.removeprefix("file:")))
     return Path(url.database)
 
 

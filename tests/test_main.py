@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import threading
 import time
+import urllib.parse
 
 import asyncpg
 import pytest
@@ -330,6 +331,25 @@ def test_check_at_head_exits_0(start_server, database_url):
     assert wait_exit_within(server, 20) == 0, server.log
     assert "database is at head (0002)" in server.log
     assert "listening" not in server.log
+
+
+def test_check_reads_an_sqlite_file_whose_path_has_uri_characters_and_changes_nothing(start_server, tmp_path):
+    """The check opens the file read-only through an SQLite URI: a '#' or '?' in the path must not end the
+    file's name there (it did: SQLite created an empty file by the shorter name, and the check said base)."""
+    directory = tmp_path / "data #1 ?100%"
+    url = f"sqlite:///{urllib.parse.quote(str(directory / 'app.db'))}"
+    upgrade_in_process(url)
+    server = start_server("--migrate=check", DATABASE_URL=url, cwd=tmp_path / "run")
+    assert wait_exit_within(server, 20) == 0, server.log
+    assert "database is at head (0002)" in server.log
+    # No file made beside it, apart from a reader's WAL index, which SQLite keeps beside any WAL database.
+    made = {p.name for p in tmp_path.iterdir()} - {"data #1 ?100%", "run"}
+    assert made == set() and {p.name for p in directory.iterdir()} <= {
+        "app.db",
+        "app.db.migration-lock",
+        "app.db-wal",
+        "app.db-shm",
+    }
 
 
 def test_only_upgrades_and_exits_0_without_listening(start_server, database_url):
