@@ -31,6 +31,7 @@ from server.web.app import make_app
 from server.web.body_limit import DRAIN_LIMIT
 from server.web.connections import LISTEN_BACKLOG, GuardedHTTPServer, defer_accept, make_http_server
 from server.web.metrics import make_metrics, multiprocess_dir, worker_exited
+from server.web.probes import StartupProbes
 from server.web.state import ServiceState
 from server.workers import run_workers
 
@@ -114,7 +115,7 @@ async def serve(settings: Settings, sockets) -> int:
     if metrics is not None:
         metrics.watch(state, engine)
     app = make_app(make_session_factory(engine, settings), state, runner, settings.admin_token, metrics)
-    server = make_http_server(app, settings, DRAIN_LIMIT)
+    server = make_http_server(app, settings, DRAIN_LIMIT, StartupProbes(state, metrics).answer)
     server.add_sockets(sockets)
     log.info("listening on http://%s:%d", settings.address, sockets[0].getsockname()[1])
 

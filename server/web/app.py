@@ -7,7 +7,6 @@ import tornado.log
 import tornado.web
 
 from server.db import SessionFactory
-from server.errors import Phase
 from server.migrations.runner import MigrationRunner
 from server.web.admin import MigrationsHandler, UpgradeHandler
 from server.web.body_limit import BodyLimit
@@ -15,8 +14,6 @@ from server.web.handlers import NotFoundHandler, RowsHandler
 from server.web.health import LiveHandler, ReadyHandler
 from server.web.metrics import Metrics, MetricsHandler
 from server.web.state import ServiceState
-
-STARTING = frozenset({Phase.MIGRATING, Phase.WAITING})  # not ready yet, as expected
 
 
 def make_app(
@@ -67,7 +64,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         level = logging.INFO
     elif status == 503 and handler.request.path.startswith("/health/"):
         state = getattr(handler, "state", None)
-        level = logging.DEBUG if state is not None and state.phase in STARTING else logging.WARNING
+        level = logging.DEBUG if state is not None and state.starting else logging.WARNING
     elif status < 500:
         level = logging.WARNING
     else:

@@ -39,14 +39,18 @@ def defer_accept(sockets: list[socket.socket], seconds: float) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(1, round(seconds)))
 
 
-def make_http_server(app, settings, max_body_size: int) -> "GuardedHTTPServer":
-    """The HTTP server: idle and slow sockets timed out, connections capped below the descriptor limit."""
+def make_http_server(
+    app, settings, max_body_size: int, answer_at_accept: Callable[[socket.socket], bool] | None = None
+) -> "GuardedHTTPServer":
+    """The HTTP server: idle and slow sockets timed out, connections capped below the descriptor limit;
+    answer_at_accept may answer and close a connection as it is accepted (True), before Tornado sees it."""
     return GuardedHTTPServer(
         app,
         max_body_size=max_body_size,
         idle_connection_timeout=settings.idle_timeout,
         body_timeout=settings.idle_timeout,
         max_connections=connection_cap(raise_descriptor_limit(), settings.pool_size + settings.pool_max_overflow),
+        answer_at_accept=answer_at_accept,
     )
 
 
@@ -76,9 +80,12 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     at the cap the oldest idle connection is closed to make room, and on EMFILE accepting pauses briefly.
     """
 
-    def initialize(self, *args, max_connections: int, **kwargs) -> None:
+    def initialize(
+        self, *args, max_connections: int, answer_at_accept: Callable[[socket.socket], bool] | None = None, **kwargs
+    ) -> None:
         super().initialize(*args, **kwargs)
         self.max_connections = max_connections
+        self.answer_at_accept = answer_at_accept
         self.draining = False
         # Insertion order is age order: a connection moves to the end each time it becomes idle again.
         self._idle_since: dict[HTTP1ServerConnection, float] = {}
@@ -122,6 +129,8 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
                         listening["paused"] = io_loop.call_later(ACCEPT_PAUSE, resume)
                     self._report()
                     return
+                if self.answer_at_accept is not None and self.answer_at_accept(connection):
+                    continue  # answered and closed: it never counted against the cap
                 if len(self._connections) >= self.max_connections:
                     if not self._shed_oldest_idle():
                         connection.close()  # every connection is busy with a request: this one must wait

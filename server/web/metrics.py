@@ -155,13 +155,17 @@ class Metrics(MigrationEvents):
                         self._children[handler, method, code] = self._make_children(handler, method, code)
 
     def observe_request(self, handler: tornado.web.RequestHandler) -> None:
-        key = (type(handler), handler.request.method, handler.get_status())
+        self.observe(type(handler), handler.request.method, handler.get_status(), handler.request.request_time())
+
+    def observe(self, handler: type[tornado.web.RequestHandler], method: str, code: int, seconds: float) -> None:
+        """One request answered, by handler or on its behalf (web/probes.py)."""
+        key = (handler, method, code)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = self._make_children(*key)
-        count, seconds = children
+        count, duration = children
         count.inc()
-        seconds.observe(handler.request.request_time())
+        duration.observe(seconds)
 
     def _make_children(self, handler: type, method: str, code: int) -> tuple:
         method = method if method in METHODS else "other"

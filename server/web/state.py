@@ -4,6 +4,8 @@ from collections.abc import Callable
 
 from server.errors import Phase
 
+STARTING = frozenset({Phase.MIGRATING, Phase.WAITING})  # not ready yet, as expected
+
 
 class ServiceState:
     # Written from the migrator's thread, read by handlers: single attribute stores are atomic in Python.
@@ -19,3 +21,8 @@ class ServiceState:
     @property
     def ready(self) -> bool:
         return self.phase == Phase.READY
+
+    @property
+    def starting(self) -> bool:
+        """Not ready yet, as expected: migrating, or waiting for the database to reach head."""
+        return self.phase in STARTING
