@@ -9,6 +9,9 @@
 3. Eight starters at once on one fresh database until all are ready, against one starter alone on
    another fresh database. Goal <= 1.5x. For scale it also times eight bare scripts against one: what
    the machine itself charges for starting eight Python processes at once.
+4. New features idle: a start at head as shipped (revision lint, backups and metrics on) against the same
+   start with all three off (`--lint=off --backup=off`, and baselines/run_without_metrics.py, which leaves
+   the metrics out). Goal <= 1.05x.
 
 Each measurement alternates its sides (AB, BA, ...) for --rounds rounds after a warm-up, on the same
 machine at the same moment; the figures are medians, the ratios are ratios of medians (and, beside
@@ -56,6 +59,9 @@ Report = tuple[list[str], Verdict]
 
 # The baseline: what any Tornado service on SQLAlchemy's asyncio engine pays to start, and no more.
 BARE_SERVER = Path(__file__).with_name("baselines") / "startup_bare.py"
+# run.py with make_metrics returning None; with --lint=off --backup=off, a start with every new feature off.
+WITHOUT_METRICS = Path(__file__).with_name("baselines") / "run_without_metrics.py"
+FEATURES_OFF = ["--lint=off", "--backup=off"]
 
 REVISION = '''\
 """benchmark revision {number} of {count}"""
@@ -125,6 +131,9 @@ class Bench:
     def project_argv(self) -> list[str]:
         return [PYTHON, str(ROOT / "run.py"), "--port=0"]
 
+    def features_off_argv(self) -> list[str]:
+        return [PYTHON, str(WITHOUT_METRICS), "--port=0", *FEATURES_OFF]
+
     def bare_argv(self, url: str) -> list[str]:
         return [PYTHON, str(self.bare_script), async_url(url)]
 
@@ -187,30 +196,50 @@ class Bench:
     # --- the three measurements -----------------------------------------------------------------------
 
     async def at_head(self) -> Report:
-        title = "1. Start to ready, database already at head"
+        driver = "aiosqlite" if self.databases.kind == "sqlite" else "asyncpg"
+        return await self.compare_at_head(
+            "1. Start to ready, database already at head",
+            ("project", "run.py --port=0", self.project_ready),
+            ("bare", f"Tornado + SQLAlchemy {driver} script", self.bare_ready),
+            goal=1.1,
+        )
+
+    async def features_idle(self) -> Report:
+        async def features_off(url: str) -> Timing:
+            return await self.ready_times([(self.features_off_argv(), self.project_env(url))], "features-off")
+
+        return await self.compare_at_head(
+            "4. New features idle: a start at head with lint, backups and metrics on vs off",
+            ("on", "run.py --port=0, as shipped", self.project_ready),
+            ("off", "the same, all three off", features_off),
+            goal=1.05,
+        )
+
+    async def compare_at_head(self, title: str, first: tuple, second: tuple, goal: float) -> Report:
+        """Two ways to start, each side (name, description, start(url) -> Timing), on one database at head."""
         print(f"\n{title}: {self.args.rounds} rounds after a warm-up", flush=True)
         url = await self.databases.create()
         await self.children.run(
             [*self.project_argv()[:2], "--migrate=only"], clean_environ(**self.project_env(url)), "setup", START_TIMEOUT
         )
-        driver = "aiosqlite" if self.databases.kind == "sqlite" else "asyncpg"
-        project, bare = Samples("project: run.py --port=0"), Samples(f"bare: Tornado + SQLAlchemy {driver} script")
+        (a, a_description, a_start), (b, b_description, b_start) = first, second
+        a_samples, b_samples = Samples(f"{a}: {a_description}"), Samples(f"{b}: {b_description}")
 
-        async def run_project():
-            project.add(*await self.project_ready(url))
+        async def run_a():
+            a_samples.add(*await a_start(url))
 
-        async def run_bare():
-            bare.add(*await self.bare_ready(url))
+        async def run_b():
+            b_samples.add(*await b_start(url))
 
-        await self.project_ready(url)  # warm-up: page cache, __pycache__
-        await self.bare_ready(url)
-        for number, sides in self.rounds(run_project, run_bare):
+        await a_start(url)  # warm-up: page cache, __pycache__
+        await b_start(url)
+        for number, sides in self.rounds(run_a, run_b):
             for side in sides:
                 await side()
-            print(f"  round {number}: project {project.values[-1]:.3f} s, bare {bare.values[-1]:.3f} s", flush=True)
+            print(f"  round {number}: {a} {a_samples.values[-1]:.3f} s, {b} {b_samples.values[-1]:.3f} s", flush=True)
         await self.databases.drop(url)
-        line, ratio, verdict = ratio_line("ratio project / bare", project, bare, 1.1)
-        return self.report(title, [project, bare], [line]), (title, ratio, 1.1, verdict)
+        line, ratio, verdict = ratio_line(f"ratio {a} / {b}", a_samples, b_samples, goal)
+        return self.report(title, [a_samples, b_samples], [line]), (title, ratio, goal, verdict)
 
     async def many_revisions(self) -> Report:
         count = self.args.revisions
@@ -320,6 +349,9 @@ class Bench:
             f"  3. {self.args.starters} x {command_line(self.project_argv(), {'DATABASE_URL': db})} started together,"
             " until every one answers 200",
             f"     1 x the same on another {db}",
+            f"  4. {command_line(self.project_argv(), {'DATABASE_URL': head_db})}",
+            f"     {command_line(self.features_off_argv(), {'DATABASE_URL': head_db})}",
+            f"     both: {poll}",
         ]
 
 
@@ -331,7 +363,8 @@ async def run(args, children: Children, databases: Databases, workdir: Path) -> 
     print("\n".join(bench.commands()))
     started = time.perf_counter()
     reports, verdicts = [], []
-    for number, measure in ((1, bench.at_head), (2, bench.many_revisions), (3, bench.many_starters)):
+    measurements = ((1, bench.at_head), (2, bench.many_revisions), (3, bench.many_starters), (4, bench.features_idle))
+    for number, measure in measurements:
         if number in args.only:
             report, verdict = await measure()
             reports.append(report)
@@ -342,7 +375,7 @@ async def run(args, children: Children, databases: Databases, workdir: Path) -> 
         print("\n".join(report))
     print("\nSummary")
     for title, ratio, goal, verdict in verdicts:
-        print(f"  {title.split(':')[0]:<70} {ratio:6.2f} x   goal <= {goal:.1f} x   {verdict}")
+        print(f"  {title.split(':')[0]:<70} {ratio:6.2f} x   goal <= {goal:g} x   {verdict}")
     return 0
 
 
@@ -357,7 +390,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--starters", type=int, default=8, help="processes started at once in measurement 3")
     parser.add_argument("--poll-ms", type=float, default=5.0, help="readiness polling interval (default 5 ms)")
     parser.add_argument(
-        "--only", type=lambda s: {int(x) for x in s.split(",")}, default={1, 2, 3}, help="e.g. --only=1,3"
+        "--only", type=lambda s: {int(x) for x in s.split(",")}, default={1, 2, 3, 4}, help="e.g. --only=1,3"
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.revisions < 1 or args.starters < 1 or args.poll_ms <= 0:

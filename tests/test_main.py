@@ -492,7 +492,9 @@ def test_sigterm_while_revisions_run_exits_0_and_the_log_matches_the_database(
     assert ("applied revision 0003" in server.log) == (at == ["0003"]), f"database at {at}, log:\n{server.log}"
 
 
-def test_a_start_at_head_never_loads_alembic_the_lint_or_the_backup(start_server, tmp_path, database_url):
+def test_a_start_at_head_never_loads_alembic_the_lint_the_backup_or_another_driver(
+    start_server, tmp_path, database_url
+):
     """The features that guard an upgrade cost nothing when there is none: a start at head is one query.
     (PYTHONPROFILEIMPORTTIME makes Python log every module it imports.)"""
     upgrade_in_process(database_url)
@@ -504,3 +506,5 @@ def test_a_start_at_head_never_loads_alembic_the_lint_or_the_backup(start_server
     loaded = sorted(m for m in imported if m.split(".")[0] in ("alembic", "pglast") or "migrations.lint" in m)
     assert not loaded and "server.migrations.backup" not in imported, loaded
     assert "database already at head (0002)" in server.log
+    # Nor does a server on SQLite load PostgreSQL's driver (web/queries.py compiles for it on first use).
+    assert ("asyncpg" in imported) == (not is_sqlite(database_url))

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 VERSION_TABLE = "alembic_version"  # where a database records its revision, as Alembic names it by default
+SELECT_VERSIONS = f"SELECT version_num FROM {VERSION_TABLE}"  # the revisions it is at (several: branches)
 
-_SELECT_CURRENT = text(f"SELECT version_num FROM {VERSION_TABLE}")
+_SELECT_CURRENT = text(SELECT_VERSIONS)
 _ASSIGNMENT = re.compile(
     r"^(revision|down_revision|branch_labels|depends_on)\s*(?::[^=\n]+)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE
 )
@@ -82,9 +83,6 @@ def read_heads(alembic_ini: str) -> frozenset[str] | None:
 async def current_if_at_head(engine: AsyncEngine, alembic_ini: str) -> tuple[str, ...] | None:
     """The database's revisions when they are exactly the heads of the files; None when anything differs,
     cannot be read cheaply, or the database does not answer (the full migrator then looks closer)."""
-    heads = read_heads(alembic_ini)
-    if heads is None:
-        return None
     if engine.dialect.name == "sqlite" and not sqlite_file(engine.url).exists():
         return None  # connecting would create the file (a read-only one would fail)
     try:
@@ -92,7 +90,10 @@ async def current_if_at_head(engine: AsyncEngine, alembic_ini: str) -> tuple[str
             current = (await connection.execute(_SELECT_CURRENT)).scalars().all()
     except (OSError, TimeoutError, DBAPIError):
         return None
-    return if_heads(current, heads)
+    if not current:
+        return None  # a new database: no need to read the files
+    heads = read_heads(alembic_ini)
+    return None if heads is None else if_heads(current, heads)
 
 
 def if_heads(current: Sequence[str], heads: frozenset[str]) -> tuple[str, ...] | None:

@@ -1,8 +1,8 @@
 """The table's statements, built once from the models, and run at the driver's speed."""
 
-import asyncpg
+import functools
+
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.db import WRITES
@@ -18,14 +18,29 @@ SELECT_PAGE = (
 )
 INSERT_ROW = insert(my_table).returning(my_table)
 
-# The same statement, compiled once for asyncpg ($1 = after, $2 = limit).
-_page_for_asyncpg = SELECT_PAGE.compile(dialect=asyncpg_dialect.dialect())
-assert _page_for_asyncpg.positiontup == ["after", "limit"], _page_for_asyncpg.positiontup
-SELECT_PAGE_ASYNCPG = str(_page_for_asyncpg)
-_insert_for_asyncpg = INSERT_ROW.compile(dialect=asyncpg_dialect.dialect(), column_keys=["name"])
-assert _insert_for_asyncpg.positiontup == ["name"], _insert_for_asyncpg.positiontup
-INSERT_ROW_ASYNCPG = str(_insert_for_asyncpg)
-DISCONNECTED = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError)
+
+class _Asyncpg:
+    """The same statements compiled once for asyncpg, and the errors it raises. Made on first use: a server
+    on SQLite never imports asyncpg and SQLAlchemy's PostgreSQL dialect (a twentieth of its start)."""
+
+    def __init__(self):
+        import asyncpg
+        from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+
+        page = SELECT_PAGE.compile(dialect=asyncpg_dialect.dialect())
+        assert page.positiontup == ["after", "limit"], page.positiontup  # $1 = after, $2 = limit
+        row = INSERT_ROW.compile(dialect=asyncpg_dialect.dialect(), column_keys=["name"])
+        assert row.positiontup == ["name"], row.positiontup
+        self.select_page, self.insert_row = str(page), str(row)
+        self.disconnected = (
+            asyncpg.InterfaceError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.exceptions.OperatorInterventionError,
+        )
+        self.lock_not_available = asyncpg.LockNotAvailableError
+
+
+_asyncpg = functools.cache(_Asyncpg)
 
 
 async def fetch_page(connection: AsyncConnection, after: int, limit: int) -> list[dict]:
@@ -35,7 +50,7 @@ async def fetch_page(connection: AsyncConnection, after: int, limit: int) -> lis
         return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     # asyncpg's own prepared statement and records, on the pooled connection: SQLAlchemy's execution and
     # result layers would add a visible share to the busiest request we serve (benchmarks/reads.py).
-    records = await _on_driver(connection, "fetch", SELECT_PAGE_ASYNCPG, after, limit)
+    records = await _on_driver(connection, "fetch", "select_page", after, limit)
     return [dict(record) for record in records]
 
 
@@ -47,16 +62,18 @@ async def insert_row(connection: AsyncConnection, name: str) -> dict:
             row = (await connection.execute(INSERT_ROW, {"name": name})).one()
         return dict(zip(COLUMNS, row, strict=True))
     # One statement on an autocommit connection: atomic by itself, one round trip (benchmarks/writes.py).
-    return dict(await _on_driver(connection, "fetchrow", INSERT_ROW_ASYNCPG, name))
+    return dict(await _on_driver(connection, "fetchrow", "insert_row", name))
 
 
 async def _on_driver(connection: AsyncConnection, method: str, statement: str, *args):
-    """A prepared statement run by asyncpg itself on the pooled connection (PostgreSQL only)."""
+    """A prepared statement (an attribute of _Asyncpg) run by asyncpg itself on the pooled connection
+    (PostgreSQL only)."""
     raw = await connection.get_raw_connection()
+    driver = _asyncpg()
     try:
-        return await getattr(raw.driver_connection, method)(statement, *args)
-    except DISCONNECTED:
+        return await getattr(raw.driver_connection, method)(getattr(driver, statement), *args)
+    except driver.disconnected:
         await connection.invalidate()  # what SQLAlchemy does on a disconnect: the pool forgets this connection
         raise DatabaseUnavailable("database unavailable") from None
-    except asyncpg.LockNotAvailableError:  # the serving engine's lock_timeout (db.make_serving_engine)
+    except driver.lock_not_available:  # the serving engine's lock_timeout (db.make_serving_engine)
         raise DatabaseBusy("database busy: the table is locked") from None
