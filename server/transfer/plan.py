@@ -26,6 +26,10 @@ class ColumnPlan:
     kind: Kind
     nullable: bool
 
+    @property
+    def is_timestamp(self) -> bool:
+        return self.kind in ("timestamptz", "timestamp")
+
 
 @dataclasses.dataclass(frozen=True)
 class TablePlan:

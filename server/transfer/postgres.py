@@ -12,7 +12,7 @@ import asyncpg
 
 from server.db import CONNECT_TIMEOUT
 from server.errors import TransferFailed, describe
-from server.migrations.heads import VERSION_TABLE
+from server.migrations.heads import SELECT_VERSIONS
 from server.settings import Settings
 from server.transfer.plan import PG_EPOCH_SECONDS_SINCE_1970, Batch, ColumnPlan, TablePlan, quote
 from server.transfer.stream import CopyChunk, Form, Outbox, Snapshot, TableRead, TableStart
@@ -31,7 +31,7 @@ async def read_versions(settings: Settings) -> list[str] | None:
     except TransferFailed:  # unreachable: the migrator waits for it and says why
         return None
     try:
-        return [version for (version,) in await connection.fetch(f"SELECT version_num FROM {VERSION_TABLE}")]
+        return [version for (version,) in await connection.fetch(SELECT_VERSIONS)]
     except DRIVER_ERRORS:
         return None
     finally:
@@ -54,7 +54,7 @@ class PostgresSource:
         try:
             first = connections[0]
             await first.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            out.put(Snapshot(tuple(v for (v,) in await first.fetch("SELECT version_num FROM alembic_version"))))
+            out.put(Snapshot(tuple(v for (v,) in await first.fetch(SELECT_VERSIONS))))
             if form == "postgres-binary":
                 # A second connection in the same snapshot computes the checksum while the first streams
                 # the rows: two queries at once on the server instead of one after the other.
@@ -204,7 +204,7 @@ class PostgresTarget:
                 other.terminate()
 
     async def _read_back(self, plan: TablePlan, digests: ColumnDigests, lower: tuple | None, upper: tuple | None):
-        sent = frozenset(i for i, c in enumerate(plan.columns) if c.kind.startswith("timestamp"))
+        sent = frozenset(i for i, c in enumerate(plan.columns) if c.is_timestamp)
 
         async def take(data: bytes) -> None:
             digests.add_copy_text(data, sent)
@@ -289,7 +289,7 @@ def rows_query(plan: TablePlan, lower: bool, upper: bool, timestamps_sent: bool 
     nothing where the microseconds as numbers cost it half the read (extract() computes in numeric)."""
     expressions = [
         f"{column.kind}_send({quote(column.name)})"
-        if timestamps_sent and column.kind.startswith("timestamp")
+        if timestamps_sent and column.is_timestamp
         else _transfer_value(column)
         for column in plan.columns
     ]
@@ -318,7 +318,7 @@ def checksum_query(plan: TablePlan) -> str:
         seed = f"hashtextextended(ROW({', '.join(_checked_value(c) for c in keys)})::text, 0)"
     sums = []
     for column in plan.columns:
-        if column.kind.startswith("timestamp"):
+        if column.is_timestamp:
             # The interval since 2000-01-01 hashes as its span in microseconds (interval_hash_extended is
             # hashint8extended of it): the same sum as the microseconds' own hashes, without extract(),
             # which computes in numeric and cost more than the rest of the scan.
@@ -344,7 +344,7 @@ def _checked_value(column: ColumnPlan) -> str:
 def _transfer_value(column: ColumnPlan) -> str:
     """A column as the transfer carries it: timestamps as microseconds since 2000-01-01 UTC, the rest as stored."""
     name = quote(column.name)
-    if column.kind.startswith("timestamp"):
+    if column.is_timestamp:
         return f"(extract(epoch FROM {name}) * 1000000)::bigint - {PG_EPOCH_SECONDS_SINCE_1970 * 1_000_000}"
     return name
 

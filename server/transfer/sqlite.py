@@ -10,7 +10,7 @@ from pathlib import Path
 
 from server.db import SQLITE_BUSY_TIMEOUT
 from server.errors import TransferFailed, describe
-from server.migrations.heads import VERSION_TABLE
+from server.migrations.heads import SELECT_VERSIONS
 from server.settings import Settings
 from server.transfer.plan import (
     MICROSECOND,
@@ -38,9 +38,6 @@ _SECONDS = f"(({{v}} - {_MICROS}) / 1000000 + {PG_EPOCH_SECONDS_SINCE_1970})"
 TIMESTAMP_TEXT = f"strftime('%Y-%m-%d %H:%M:%S', {_SECONDS}, 'unixepoch') || printf('.%06d', {_MICROS})"
 
 
-_SELECT_VERSIONS = f"SELECT version_num FROM {VERSION_TABLE}"
-
-
 def _open(path: Path, mode: str, **options) -> sqlite3.Connection:
     """The file by URI, so that `mode` holds: ro never writes, rw never creates. Waits for a writer's lock
     up to SQLITE_BUSY_TIMEOUT."""
@@ -54,7 +51,7 @@ async def read_versions(settings: Settings) -> list[str] | None:
         return None
     try:
         with contextlib.closing(_open(path, "ro")) as db:
-            return [version for (version,) in db.execute(_SELECT_VERSIONS)]
+            return [version for (version,) in db.execute(SELECT_VERSIONS)]
     except sqlite3.Error:
         return None
 
@@ -78,7 +75,7 @@ class SqliteSource:
         try:
             with contextlib.closing(_open(self.path, "ro", isolation_level=None, check_same_thread=False)) as db:
                 db.execute("BEGIN")  # one snapshot for every table, and for the revision check
-                out.put(Snapshot(tuple(v for (v,) in db.execute(_SELECT_VERSIONS))))
+                out.put(Snapshot(tuple(v for (v,) in db.execute(SELECT_VERSIONS))))
                 for plan in plans:
                     out.put(TableStart(db.execute(f"SELECT count(*) FROM {quote(plan.name)}").fetchone()[0]))
                     digests = ColumnDigests(len(plan.columns))  # hashed here: it lets go of the GIL meanwhile
@@ -163,7 +160,7 @@ class SqliteTarget:
 
 
 def _parameter(column: ColumnPlan, number: int) -> str:
-    if column.kind.startswith("timestamp"):
+    if column.is_timestamp:
         return TIMESTAMP_TEXT.format(v=f"?{number}")
     return f"?{number}"
 

@@ -6,13 +6,13 @@ from sqlalchemy import text
 
 from server.db import SessionFactory, is_busy
 from server.errors import Phase
-from server.migrations import VERSION_TABLE
+from server.migrations.heads import SELECT_VERSIONS
 from server.web.handlers import DATABASE_BUSY, DATABASE_DOWN, JsonHandler
 from server.web.state import ServiceState
 
 READY_PING_TIMEOUT = 2.0
 READY_LOCK_WAIT = 1.5  # SQLite's busy wait, which no asyncio timeout interrupts, ends inside the ping's 2 s
-SELECT_REVISION = text(f"SELECT version_num FROM {VERSION_TABLE}")
+SELECT_REVISION = text(SELECT_VERSIONS)
 
 
 class LiveHandler(JsonHandler):

@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from server.errors import BackupFailed
-from server.migrations.status import VERSION_TABLE, Status
+from server.migrations.heads import SELECT_VERSIONS
+from server.migrations.status import Status
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ def restore(settings: Settings, path: Path) -> str:
             check_snapshot(settings, path)
             await conn.run_sync(lambda _connection: dialect.restore(settings.database_url, path))
             # Read back through the database itself: what the next server start will find.
-            current = await conn.scalars(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+            current = await conn.scalars(text(SELECT_VERSIONS))
             revision = "+".join(sorted(current))
             await conn.commit()
             return revision

@@ -9,7 +9,7 @@ from sqlalchemy.engine import URL
 
 from server.db import SQLITE_BUSY_TIMEOUT
 from server.errors import BackupFailed
-from server.migrations.status import VERSION_TABLE
+from server.migrations.heads import SELECT_VERSIONS, VERSION_TABLE
 
 
 def take(url: URL, target: Path) -> dict[str, int]:
@@ -69,7 +69,7 @@ def _revision(connection: sqlite3.Connection) -> str | None:
     ).fetchone()
     if not has_table:
         return None
-    return "+".join(sorted(row[0] for row in connection.execute(f"SELECT version_num FROM {VERSION_TABLE}")))
+    return "+".join(sorted(row[0] for row in connection.execute(SELECT_VERSIONS)))
 
 
 @contextlib.contextmanager
