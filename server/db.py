@@ -90,7 +90,7 @@ def make_serving_engine(settings: Settings) -> AsyncEngine:
     )
     if settings.database_url.get_backend_name() == "postgresql":
         # Each request is one statement, atomic by itself: a BEGIN and ROLLBACK around it would triple its
-        # round trips. (SQLite keeps its explicit BEGIN: it costs no round trip there.)
+        # round trips. (On SQLite, web/queries.py runs the handlers' statements in sqlite3's autocommit.)
         options["isolation_level"] = "AUTOCOMMIT"
         options["pool_reset_on_return"] = None  # with no transaction there is nothing to roll back
         # A table locked by a migration (or anyone) holds a request at most --pool-timeout, then 503 busy:
@@ -101,6 +101,9 @@ def make_serving_engine(settings: Settings) -> AsyncEngine:
         # sqlite3 blocks in its busy handler, where no cancellation reaches it (aiosqlite's thread runs on
         # after asyncio gives up): the lock wait itself must be as short as a request may wait.
         options["connect_args"] = {"timeout": settings.pool_timeout}
+        # The handlers' statements run in autocommit (web/queries.py) and Core connections roll back their
+        # own transactions as they close: the pool's rollback on return would only cost a hand-off per request.
+        options["pool_reset_on_return"] = None
     return make_engine(settings.database_url, **options)
 
 

@@ -5,6 +5,7 @@ import functools
 import itertools
 import os
 import re
+import sqlite3
 
 import orjson
 import tornado.log
@@ -34,6 +35,7 @@ DATABASE_DOWN = (
     asyncio.TimeoutError,
     DatabaseUnavailable,  # the page read's own, from the driver's disconnect errors (web/queries.py)
     DatabaseBusy,  # and from PostgreSQL's lock_timeout
+    sqlite3.Error,  # raised as it is by the statements sqlite3 runs itself (web/queries.py)
 )
 
 

@@ -1,11 +1,11 @@
 """The table's statements, built once from the models, and run at the driver's speed."""
 
+import datetime
 import functools
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import DateTime, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.db import WRITES
 from server.errors import DatabaseBusy, DatabaseUnavailable
 from server.models import my_table
 
@@ -43,29 +43,44 @@ class _Asyncpg:
 _asyncpg = functools.cache(_Asyncpg)
 
 
+class _Sqlite:
+    """The same statements compiled once for sqlite3, and where their rows hold timestamps. Made on first use,
+    as _Asyncpg: a server on PostgreSQL never imports SQLAlchemy's SQLite dialect."""
+
+    def __init__(self):
+        from sqlalchemy.dialects import sqlite
+
+        page = SELECT_PAGE.compile(dialect=sqlite.dialect())
+        assert page.positiontup == ["after", "limit", "param_1"], page.positiontup  # LIMIT ? OFFSET ?
+        row = INSERT_ROW.compile(dialect=sqlite.dialect(), column_keys=["name"])
+        assert row.positiontup == ["name"], row.positiontup
+        self.select_page, self.insert_row = str(page), str(row)
+        self.timestamps = tuple(i for i, column in enumerate(my_table.c) if isinstance(column.type, DateTime))
+
+
+_sqlite = functools.cache(_Sqlite)
+
+
 async def fetch_page(connection: AsyncConnection, after: int, limit: int) -> list[dict]:
     """Rows with id > after, ascending, as dicts."""
     if connection.dialect.name != "postgresql":
-        rows = (await connection.execute(SELECT_PAGE, {"after": after, "limit": limit})).all()
-        return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+        return await _on_sqlite3(connection, "select_page", after, limit, 0)
     # asyncpg's own prepared statement and records, on the pooled connection: SQLAlchemy's execution and
     # result layers would add a visible share to the busiest request we serve (benchmarks/reads.py).
-    records = await _on_driver(connection, "fetch", "select_page", after, limit)
+    records = await _on_asyncpg(connection, "fetch", "select_page", after, limit)
     return [dict(record) for record in records]
 
 
 async def insert_row(connection: AsyncConnection, name: str) -> dict:
     """Insert a row and return it as a dict, committed."""
     if connection.dialect.name != "postgresql":
-        connection = await connection.execution_options(**WRITES)
-        async with connection.begin():
-            row = (await connection.execute(INSERT_ROW, {"name": name})).one()
-        return dict(zip(COLUMNS, row, strict=True))
+        (row,) = await _on_sqlite3(connection, "insert_row", name)
+        return row
     # One statement on an autocommit connection: atomic by itself, one round trip (benchmarks/writes.py).
-    return dict(await _on_driver(connection, "fetchrow", "insert_row", name))
+    return dict(await _on_asyncpg(connection, "fetchrow", "insert_row", name))
 
 
-async def _on_driver(connection: AsyncConnection, method: str, statement: str, *args):
+async def _on_asyncpg(connection: AsyncConnection, method: str, statement: str, *args):
     """A prepared statement (an attribute of _Asyncpg) run by asyncpg itself on the pooled connection
     (PostgreSQL only)."""
     raw = await connection.get_raw_connection()
@@ -77,3 +92,27 @@ async def _on_driver(connection: AsyncConnection, method: str, statement: str, *
         raise DatabaseUnavailable("database unavailable") from None
     except driver.lock_not_available:  # the serving engine's lock_timeout (db.make_serving_engine)
         raise DatabaseBusy("database busy: the table is locked") from None
+
+
+async def _on_sqlite3(connection: AsyncConnection, statement: str, *args) -> list[dict]:
+    """A statement (an attribute of _Sqlite) run by sqlite3 itself on the pooled connection, in one hand-off
+    to aiosqlite's thread (SQLite only).
+
+    Through SQLAlchemy an insert took nine (cursors opened and closed, BEGIN, the statement, its rows, COMMIT,
+    the pool's rollback) and a page eight, each a wait for the event loop; a writer held this process's turn
+    to write through all of them (benchmarks/writes.py).
+    The connection is in autocommit (db.py): the statement is a transaction of its own, and an INSERT asks
+    for the write lock as it starts, so it waits in the busy handler as under BEGIN IMMEDIATE."""
+    raw = await connection.get_raw_connection()
+    driver = _sqlite()
+    rows = await raw.driver_connection.execute_fetchall(getattr(driver, statement), args)
+    return [_from_sqlite(row, driver.timestamps) for row in rows]
+
+
+def _from_sqlite(row: tuple, timestamps: tuple[int, ...]) -> dict:
+    """A row as SQLAlchemy's types give it: SQLite keeps timestamps as text (UTC, naive, as CURRENT_TIMESTAMP)."""
+    values = list(row)
+    for i in timestamps:
+        if values[i] is not None:
+            values[i] = datetime.datetime.fromisoformat(values[i])
+    return dict(zip(COLUMNS, values, strict=True))

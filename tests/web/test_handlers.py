@@ -213,6 +213,27 @@ async def test_pagination_after_skips_rows_up_to_and_including_it(http_client, b
 
 
 @pytest.mark.gen_test(timeout=GEN_TEST_TIMEOUT)
+async def test_stored_timestamps_read_back_as_utc_to_the_microsecond(http_client, base_url, engine):
+    """On SQLite the handlers read rows through sqlite3 itself (web/queries.py), and a timestamp comes back as
+    the text SQLAlchemy stored: it must still say what SQLAlchemy's type said, on either database."""
+    moments = [
+        datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC),
+        datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),  # no fraction: none is written
+        datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    ]
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(my_table), [{"name": f"at {i}", "created_at": moment} for i, moment in enumerate(moments)]
+        )
+    page = json_body(await get(http_client, base_url, "/"))
+    assert [item["created_at"] for item in page["items"]] == [
+        "2026-01-02T03:04:05.123456+00:00",
+        "1999-12-31T23:59:59+00:00",
+        "0001-01-01T00:00:00.000001+00:00",
+    ], page
+
+
+@pytest.mark.gen_test(timeout=GEN_TEST_TIMEOUT)
 async def test_default_limit_is_50(http_client, base_url, engine):
     await insert_rows(engine, 51)
     page = await get_page(http_client, base_url)
