@@ -2,6 +2,7 @@
 
 import datetime
 import functools
+import sqlite3
 
 from sqlalchemy import DateTime, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -105,7 +106,14 @@ async def _on_sqlite3(connection: AsyncConnection, statement: str, *args) -> lis
     for the write lock as it starts, so it waits in the busy handler as under BEGIN IMMEDIATE."""
     raw = await connection.get_raw_connection()
     driver = _sqlite()
-    rows = await raw.driver_connection.execute_fetchall(getattr(driver, statement), args)
+    try:
+        rows = await raw.driver_connection.execute_fetchall(getattr(driver, statement), args)
+    except sqlite3.Error:
+        # A row sqlite3 could not convert (text that is not UTF-8) leaves its statement open, its cursor
+        # kept alive by the traceback: the connection would read an old snapshot, and its writes fail busy,
+        # until the garbage collector ran. The pool forgets it, as it forgets a PostgreSQL connection lost.
+        await connection.invalidate()
+        raise
     return [_from_sqlite(row, driver.timestamps) for row in rows]
 
 
