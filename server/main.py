@@ -136,7 +136,8 @@ async def serve(settings: Settings, sockets) -> int:
     await asyncio.wait({startup, stopping}, return_when=asyncio.FIRST_COMPLETED)
 
     exit_code = EXIT_OK
-    runner.stop.set()  # a revision running now finishes or rolls back, then we stop
+    if not startup.done():
+        runner.stop.set()  # a revision running now finishes or rolls back, then we stop
     try:
         await startup
     except Interrupted as exc:
@@ -150,6 +151,7 @@ async def serve(settings: Settings, sockets) -> int:
         exit_code = EXIT_FAILED
     else:
         await stopping
+        runner.stop.set()  # only now: the admin upgrade runs revisions through this runner while we serve
     log.info("shutting down")
     server.stop()
     await drain(server)

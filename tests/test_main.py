@@ -467,6 +467,69 @@ def test_a_server_started_after_a_manual_upgrade_finds_nothing_to_do(start_serve
     assert server.stop() == 0, server.log
 
 
+# --- 9b. the admin upgrade on a serving process ---------------------------------------------------
+
+
+def test_the_admin_upgrade_runs_on_a_server_that_is_already_serving(
+    start_server, database_url, extra_revisions, tmp_path
+):
+    """The end of the start must not stop the runner the admin endpoint shares: a serving process answered
+    every upgrade 503 'stopped on request before revision …' (the stop flag was set once startup was done)."""
+    ini, add = extra_revisions
+    add(
+        "0003",
+        "0002",
+        'op.add_column("my_table", sa.Column("note", sa.String(20)))',
+        'op.drop_column("my_table", "note")',
+    )
+    token = "serving-admin-token"
+    server = start_server(f"--admin-token={token}", DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    server.wait_ready()
+    # Someone takes the database back one revision by hand while it serves: the admin upgrade undoes that.
+    down = run_alembic("downgrade", "0002", cwd=tmp_path, DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    assert down.returncode == 0 and versions(database_url) == ["0002"], down.stderr
+
+    status, body, _ = server.request(
+        "POST", "/admin/migrations/upgrade", b"", {"Authorization": f"Bearer {token}"}, timeout=60
+    )
+    assert status == 200, body
+    assert [revision["id"] for revision in json.loads(body)["applied"]] == ["0003"]
+    assert versions(database_url) == ["0003"]
+    assert server.get("/")[0] == 200
+    assert server.stop() == 0, server.log
+
+
+def test_sigterm_during_the_admin_upgrade_of_a_serving_process_stops_it_between_revisions(
+    start_server, database_url, extra_revisions, tmp_path
+):
+    """Shutdown still stops the shared runner: the revision running finishes, the next never starts, the
+    request gets its 503 and the process exits 0."""
+    ini, add = extra_revisions
+    slow_one = 'op.create_table("slow_one", sa.Column("id", sa.Integer, primary_key=True)); time.sleep(2)'
+    add("0003", "0002", slow_one, 'op.drop_table("slow_one")')
+    add("0004", "0003", 'op.create_table("two", sa.Column("id", sa.Integer, primary_key=True))', 'op.drop_table("two")')
+    token = "serving-admin-token"
+    server = start_server(f"--admin-token={token}", DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    server.wait_ready(timeout=60)
+    down = run_alembic("downgrade", "0002", cwd=tmp_path, DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    assert down.returncode == 0 and versions(database_url) == ["0002"], down.stderr
+    runs_before = server.log.count("Running upgrade 0002 -> 0003")
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(
+            server.request, "POST", "/admin/migrations/upgrade", b"", {"Authorization": f"Bearer {token}"}, 60
+        )
+        wait_for(lambda: server.log.count("Running upgrade 0002 -> 0003") > runs_before, 20, "0003 never ran again")
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        status, body, _ = answer.result(timeout=30)
+
+    assert wait_exit_within(server, 20) == 0, server.log
+    assert status == 503 and json.loads(body) == {"error": "stopped on request before revision 0004"}, body
+    assert versions(database_url) == ["0003"]
+    assert "slow_one" in table_names(database_url) and "two" not in table_names(database_url)
+
+
 # --- 10. stopping while a revision runs ------------------------------------------------------------
 
 
