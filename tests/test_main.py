@@ -469,6 +469,23 @@ def test_a_server_started_after_a_manual_upgrade_finds_nothing_to_do(start_serve
 
 # --- 9b. the admin upgrade on a serving process ---------------------------------------------------
 
+ADMIN_TOKEN = "serving-admin-token"
+
+
+def serving_at_0002(start_server, database_url: str, ini, tmp_path):
+    """A server brought to its head, and then the database taken back to 0002 by hand while it serves."""
+    server = start_server(f"--admin-token={ADMIN_TOKEN}", DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    server.wait_ready()
+    down = run_alembic("downgrade", "0002", cwd=tmp_path, DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
+    assert down.returncode == 0 and versions(database_url) == ["0002"], down.stderr
+    return server
+
+
+def admin_upgrade(server) -> tuple:
+    return server.request(
+        "POST", "/admin/migrations/upgrade", b"", {"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    )
+
 
 def test_the_admin_upgrade_runs_on_a_server_that_is_already_serving(
     start_server, database_url, extra_revisions, tmp_path
@@ -482,16 +499,9 @@ def test_the_admin_upgrade_runs_on_a_server_that_is_already_serving(
         'op.add_column("my_table", sa.Column("note", sa.String(20)))',
         'op.drop_column("my_table", "note")',
     )
-    token = "serving-admin-token"
-    server = start_server(f"--admin-token={token}", DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
-    server.wait_ready()
-    # Someone takes the database back one revision by hand while it serves: the admin upgrade undoes that.
-    down = run_alembic("downgrade", "0002", cwd=tmp_path, DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
-    assert down.returncode == 0 and versions(database_url) == ["0002"], down.stderr
+    server = serving_at_0002(start_server, database_url, ini, tmp_path)
 
-    status, body, _ = server.request(
-        "POST", "/admin/migrations/upgrade", b"", {"Authorization": f"Bearer {token}"}, timeout=60
-    )
+    status, body, _ = admin_upgrade(server)
     assert status == 200, body
     assert [revision["id"] for revision in json.loads(body)["applied"]] == ["0003"]
     assert versions(database_url) == ["0003"]
@@ -508,17 +518,11 @@ def test_sigterm_during_the_admin_upgrade_of_a_serving_process_stops_it_between_
     slow_one = 'op.create_table("slow_one", sa.Column("id", sa.Integer, primary_key=True)); time.sleep(2)'
     add("0003", "0002", slow_one, 'op.drop_table("slow_one")')
     add("0004", "0003", 'op.create_table("two", sa.Column("id", sa.Integer, primary_key=True))', 'op.drop_table("two")')
-    token = "serving-admin-token"
-    server = start_server(f"--admin-token={token}", DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
-    server.wait_ready(timeout=60)
-    down = run_alembic("downgrade", "0002", cwd=tmp_path, DATABASE_URL=database_url, ALEMBIC_CONFIG=str(ini))
-    assert down.returncode == 0 and versions(database_url) == ["0002"], down.stderr
+    server = serving_at_0002(start_server, database_url, ini, tmp_path)
     runs_before = server.log.count("Running upgrade 0002 -> 0003")
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        answer = pool.submit(
-            server.request, "POST", "/admin/migrations/upgrade", b"", {"Authorization": f"Bearer {token}"}, 60
-        )
+        answer = pool.submit(admin_upgrade, server)
         wait_for(lambda: server.log.count("Running upgrade 0002 -> 0003") > runs_before, 20, "0003 never ran again")
         time.sleep(0.5)
         server.process.send_signal(signal.SIGTERM)

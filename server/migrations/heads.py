@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 VERSION_TABLE = "alembic_version"  # where a database records its revision, as Alembic names it by default
 SELECT_VERSIONS = f"SELECT version_num FROM {VERSION_TABLE}"  # the revisions it is at (several: branches)
 
-_SELECT_CURRENT = text(SELECT_VERSIONS)
+SELECT_CURRENT = text(SELECT_VERSIONS)  # the same, for a SQLAlchemy connection
 _ASSIGNMENT = re.compile(
     r"^(revision|down_revision|branch_labels|depends_on)\s*(?::[^=\n]+)?=\s*(.+?)\s*(?:#.*)?$", re.MULTILINE
 )
@@ -87,7 +87,7 @@ async def current_if_at_head(engine: AsyncEngine, alembic_ini: str) -> tuple[str
         return None  # connecting would create the file (a read-only one would fail)
     try:
         async with engine.connect() as connection:
-            current = (await connection.execute(_SELECT_CURRENT)).scalars().all()
+            current = (await connection.execute(SELECT_CURRENT)).scalars().all()
     except (OSError, TimeoutError, DBAPIError):
         return None
     if not current:

@@ -2,17 +2,14 @@
 
 import asyncio
 
-from sqlalchemy import text
-
 from server.db import SessionFactory, is_busy
 from server.errors import Phase
-from server.migrations.heads import SELECT_VERSIONS
+from server.migrations.heads import SELECT_CURRENT
 from server.web.handlers import DATABASE_BUSY, DATABASE_DOWN, JsonHandler
 from server.web.state import ServiceState
 
 READY_PING_TIMEOUT = 2.0
 READY_LOCK_WAIT = 1.5  # SQLite's busy wait, which no asyncio timeout interrupts, ends inside the ping's 2 s
-SELECT_REVISION = text(SELECT_VERSIONS)
 
 
 class LiveHandler(JsonHandler):
@@ -41,4 +38,4 @@ class ReadyHandler(JsonHandler):
 
     async def ping(self) -> list[str]:
         async with self.session_factory.connection(lock_wait=READY_LOCK_WAIT) as connection:
-            return (await connection.scalars(SELECT_REVISION)).all()
+            return (await connection.scalars(SELECT_CURRENT)).all()

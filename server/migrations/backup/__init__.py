@@ -8,11 +8,10 @@ import re
 import time
 from pathlib import Path
 
-from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from server.errors import BackupFailed
-from server.migrations.heads import SELECT_VERSIONS
+from server.migrations.heads import SELECT_CURRENT
 from server.migrations.status import Status
 from server.settings import Settings
 
@@ -204,7 +203,7 @@ def restore(settings: Settings, path: Path) -> str:
             check_snapshot(settings, path)
             await conn.run_sync(lambda _connection: dialect.restore(settings.database_url, path))
             # Read back through the database itself: what the next server start will find.
-            current = await conn.scalars(text(SELECT_VERSIONS))
+            current = await conn.scalars(SELECT_CURRENT)
             revision = "+".join(sorted(current))
             await conn.commit()
             return revision
